@@ -1,0 +1,467 @@
+/*
+ * clara_recon.h -- the public interface of libclara-recon, and its manual.
+ *
+ * libclara-recon turns raw scanner data into images: CT filtered
+ * back-projection (parallel, fan with flat or arc detector, cone-beam FDK),
+ * with MRI k-space reconstruction and CNN denoising to follow. One API drives
+ * a CPU backend (FFTW + threads + SIMD) and a CUDA backend.
+ *
+ * Conventions that hold for the whole API
+ * ---------------------------------------
+ * - Every function that can fail returns a clara_status: CLARA_OK (0) or a
+ *   negative code. On failure a message naming the argument and the value
+ *   that were wrong is kept per thread; read it with clara_last_error().
+ *   Successful calls do not clear it.
+ * - Objects are opaque handles with create -> use -> destroy. Every
+ *   *_destroy() accepts NULL and does nothing then.
+ * - Arrays are C order (last index fastest), float32, owned by the caller
+ *   unless a function says otherwise. A volume is image[iz][iy][ix];
+ *   projections are proj[view][row][col].
+ * - Plans follow FFTW: all expensive work (FFT plans, filter spectra,
+ *   weights, trigonometric tables) happens at plan creation; execute only
+ *   runs. Creating and destroying plans and contexts is thread-safe.
+ *   Executing one plan from several threads at once is safe as long as each
+ *   call has its own output buffer.
+ * - The library never calls exit() or abort() and never prints: all
+ *   reporting goes through statuses, clara_last_error() and the optional
+ *   progress callback.
+ * - Geometry, units and the file layout are documented in docs/GEOMETRY.md
+ *   and docs/FORMATS.md; the short form is repeated here where it matters.
+ */
+#ifndef CLARA_RECON_H
+#define CLARA_RECON_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CLARA_API marks the exported symbols; the library is built with
+ * -fvisibility=hidden so that nothing else leaks out. */
+#if defined(CLARA_RECON_BUILDING) && defined(__GNUC__)
+#define CLARA_API __attribute__((visibility("default")))
+#else
+#define CLARA_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define CLARA_RECON_VERSION_MAJOR 0
+#define CLARA_RECON_VERSION_MINOR 1
+#define CLARA_RECON_VERSION_PATCH 0
+/* One number for compile-time comparisons: major*10000 + minor*100 + patch. */
+#define CLARA_RECON_VERSION_NUMBER                                             \
+  (CLARA_RECON_VERSION_MAJOR * 10000 + CLARA_RECON_VERSION_MINOR * 100 +       \
+   CLARA_RECON_VERSION_PATCH)
+
+/* The version of the library actually loaded, as "MAJOR.MINOR.PATCH".
+ * Compare with CLARA_RECON_VERSION_* to detect a header/library mismatch.
+ * The string is static; never free it. */
+CLARA_API const char *clara_version(void);
+/* The same as clara_version(), as CLARA_RECON_VERSION_NUMBER would be. */
+CLARA_API int clara_version_number(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes and errors                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* The status table. Each code keeps its number and meaning forever; new
+ * codes are only ever appended. X(name, value, description). */
+#define CLARA_STATUS_MAP(X)                                                    \
+  X(OK, 0, "success")                                                          \
+  X(ERR_INVALID_ARG, -1, "invalid argument")                                   \
+  X(ERR_OUT_OF_MEMORY, -2, "out of memory")                                    \
+  X(ERR_UNSUPPORTED, -3, "unsupported")                                        \
+  X(ERR_NO_DEVICE, -4, "no device")                                            \
+  X(ERR_DEVICE, -5, "device error")                                            \
+  X(ERR_IO, -6, "input/output error")                                          \
+  X(ERR_FORMAT, -7, "malformed or mismatched data")                            \
+  X(ERR_CANCELLED, -8, "cancelled")
+
+typedef enum clara_status {
+#define CLARA_STATUS_ENUM_(name, value, text) CLARA_##name = value,
+  CLARA_STATUS_MAP(CLARA_STATUS_ENUM_)
+#undef CLARA_STATUS_ENUM_
+} clara_status;
+
+/* The code's name without prefix, e.g. "ERR_INVALID_ARG", or "UNKNOWN" for
+ * a value outside the table. Static string. */
+CLARA_API const char *clara_status_name(int status);
+/* A one-line description of the code, e.g. "invalid argument". */
+CLARA_API const char *clara_status_string(int status);
+
+/* The message of the last failure on the calling thread, e.g.
+ * "clara_fbp_plan_create: geometry->views: 720 views expected by angles, got
+ * 360". Empty string if nothing failed yet on this thread. The pointer is
+ * valid until the next failing call on the same thread. */
+CLARA_API const char *clara_last_error(void);
+/* Empties the calling thread's message. */
+CLARA_API void clara_clear_error(void);
+
+/* Frees memory that the library allocated for the caller (clara_ct_file_read,
+ * clara_image_file_read). NULL is accepted. */
+CLARA_API void clara_free(void *ptr);
+
+/* ------------------------------------------------------------------------ */
+/* Context                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum clara_backend {
+  /* CUDA when the CUDA plugin loads and a device is present, else CPU. */
+  CLARA_BACKEND_AUTO = 0,
+  CLARA_BACKEND_CPU = 1,
+  /* CUDA or nothing: creation fails with CLARA_ERR_NO_DEVICE and the reason
+   * when no CUDA backend can run here. */
+  CLARA_BACKEND_CUDA = 2
+} clara_backend;
+
+/* Progress callback: 'stage' names the work ("filter+backproject",
+ * "project", ...), 'fraction' runs from 0 to 1. Return 0 to go on, nonzero
+ * to cancel; the running call then stops at the next chunk boundary and
+ * returns CLARA_ERR_CANCELLED. It is called on the thread that called the
+ * library function, never concurrently for one call. The contents of an
+ * output buffer of a cancelled call are unspecified. */
+typedef int (*clara_progress_fn)(const char *stage, double fraction,
+                                 void *user);
+
+typedef struct clara_context_options {
+  clara_backend backend; /* default CLARA_BACKEND_AUTO */
+  int threads;           /* worker threads; 0 (default) = online cores */
+  clara_progress_fn progress; /* optional, default NULL */
+  void *progress_user;        /* passed to progress */
+} clara_context_options;
+
+typedef struct clara_context_s clara_context;
+
+/* Fills *opts with the defaults. Always call it before setting fields, so
+ * that fields added in later versions get their defaults. */
+CLARA_API void clara_context_options_init(clara_context_options *opts);
+
+/* Creates a context. 'opts' may be NULL for the defaults.
+ * Errors: CLARA_ERR_INVALID_ARG (out NULL, threads < 0, unknown backend),
+ * CLARA_ERR_NO_DEVICE (backend CUDA and no usable CUDA backend),
+ * CLARA_ERR_OUT_OF_MEMORY. On failure *out is set to NULL.
+ * A context must outlive the plans made from it. Using one context from
+ * several threads is safe. */
+CLARA_API clara_status clara_context_create(const clara_context_options *opts,
+                                            clara_context **out);
+CLARA_API void clara_context_destroy(clara_context *ctx);
+
+/* The backend the context actually runs on (never AUTO). */
+CLARA_API clara_backend clara_context_backend(const clara_context *ctx);
+/* Worker threads the context uses (resolved from 0 = online cores). */
+CLARA_API int clara_context_threads(const clara_context *ctx);
+/* "cpu" or "cuda" for a backend value, "auto" for AUTO, NULL otherwise. */
+CLARA_API const char *clara_backend_name(clara_backend backend);
+/* Parses "auto", "cpu" or "cuda". CLARA_ERR_INVALID_ARG otherwise. */
+CLARA_API clara_status clara_backend_parse(const char *name,
+                                           clara_backend *out);
+
+/* ------------------------------------------------------------------------ */
+/* CT geometry (docs/GEOMETRY.md has the figure)                             */
+/* ------------------------------------------------------------------------ */
+/*
+ * World coordinates are in mm. For a view angle theta:
+ *
+ * Parallel beam: rays run along (-sin t, cos t); a point (x, y) lands on
+ *   detector coordinate s = x cos t + y sin t, so that
+ *     p(t, s) = integral f(s (cos t, sin t) + l (-sin t, cos t)) dl,
+ *   the classic Radon convention (scikit-image's radon() uses it too).
+ * Divergent beams (fan-flat, fan-arc, cone): the source sits at
+ *   source_to_iso * (sin t, -cos t, 0); the detector is perpendicular to the
+ *   central ray at source_to_detector from the source, its u axis along
+ *   (cos t, sin t, 0) and its v axis along +z. As source_to_iso grows these
+ *   geometries become the parallel one.
+ *
+ * Detector column c sits at u = (c - (cols-1)/2) * det_spacing[1] +
+ * det_offset[1]; row r at v = (r - (rows-1)/2) * det_spacing[0] +
+ * det_offset[0]. For fan-arc, u is the fan angle in radians (the columns are
+ * equally spaced in angle on an arc centred on the source), so
+ * det_spacing[1] and det_offset[1] are in radians; every other spacing and
+ * offset is in mm at the detector.
+ *
+ * Projections are line integrals of the linear attenuation coefficient mu
+ * (unitless); reconstructed images are mu in 1/mm, or HU when asked.
+ *
+ * Rows: for CONE the rows are detector rows. For PARALLEL, FAN_FLAT and
+ * FAN_ARC, rows > 1 is a batch of independent 2D sinograms (multi-slice):
+ * row r reconstructs slice iz = r, and the volume's nz must equal rows.
+ */
+typedef enum clara_geometry_kind {
+  CLARA_GEOM_PARALLEL = 0,
+  CLARA_GEOM_FAN_FLAT = 1,
+  CLARA_GEOM_FAN_ARC = 2,
+  CLARA_GEOM_CONE = 3
+} clara_geometry_kind;
+
+typedef struct clara_ct_geometry {
+  clara_geometry_kind kind;
+  int views; /* number of projections; must equal the length of angles */
+  int rows;  /* detector rows (1 for a single 2D sinogram) */
+  int cols;  /* detector columns */
+  /* View angles in radians, [views], any order, any spacing: each view is
+   * weighted by its own angular interval. Copied at plan creation. */
+  const float *angles;
+  double det_spacing[2]; /* [row, col], > 0 */
+  double det_offset[2];  /* [row, col] */
+  double source_to_iso;      /* R_s in mm, divergent beams only */
+  double source_to_detector; /* R_d in mm, divergent beams only, > R_s */
+} clara_ct_geometry;
+
+/* The image grid. Voxel (ix, iy, iz) has its centre at
+ *   x = (ix - (nx-1)/2) * voxel[0] + center[0], and y, z likewise. */
+typedef struct clara_volume {
+  int nx, ny, nz;
+  double voxel[3];  /* vx, vy, vz in mm, > 0 */
+  double center[3]; /* cx, cy, cz in mm */
+} clara_volume;
+
+/* Names used by files and the command line: "parallel", "fan-flat",
+ * "fan-arc", "cone". */
+CLARA_API const char *clara_geometry_name(clara_geometry_kind kind);
+CLARA_API clara_status clara_geometry_parse(const char *name,
+                                            clara_geometry_kind *out);
+
+/* Checks a geometry without planning anything: NULL angles, sizes <= 0,
+ * NaN/Inf in angles, spacings or distances, R_d <= R_s, and so on. Returns
+ * CLARA_OK or the status and message that plan creation would give. */
+CLARA_API clara_status clara_geometry_check(const clara_ct_geometry *geom);
+
+/* ------------------------------------------------------------------------ */
+/* Filtered back-projection (FBP, and FDK for cone)                          */
+/* ------------------------------------------------------------------------ */
+
+/* Apodisation windows applied to the ramp. With nu the frequency as a
+ * fraction of Nyquist and c the cutoff, nu' = nu / c and every window is 0
+ * for nu' > 1:
+ *   RAM_LAK     1
+ *   SHEPP_LOGAN sin(pi nu'/2) / (pi nu'/2)
+ *   COSINE      cos(pi nu'/2)
+ *   HAMMING     0.54 + 0.46 cos(pi nu')
+ *   HANN        0.5 + 0.5 cos(pi nu')
+ * The ramp itself is Kak & Slaney's band-limited spatial kernel, so the DC
+ * response is exact. */
+typedef enum clara_filter {
+  CLARA_FILTER_RAM_LAK = 0,
+  CLARA_FILTER_SHEPP_LOGAN = 1,
+  CLARA_FILTER_COSINE = 2,
+  CLARA_FILTER_HAMMING = 3,
+  CLARA_FILTER_HANN = 4
+} clara_filter;
+
+CLARA_API const char *clara_filter_name(clara_filter filter);
+/* Parses "ram-lak" (also "ramp"), "shepp-logan", "cosine", "hamming",
+ * "hann". */
+CLARA_API clara_status clara_filter_parse(const char *name, clara_filter *out);
+
+/* Flags for clara_fbp_options.flags. */
+enum {
+  /* Reconstruct even when the detector does not cover the volume's
+   * inscribed circle (truncated data; expect a cupping artefact). Without
+   * this flag such a plan fails with CLARA_ERR_INVALID_ARG. */
+  CLARA_FBP_ALLOW_TRUNCATION = 1u << 0,
+  /* Keep voxels outside the field of view (the circle that every view sees)
+   * instead of setting them to 0. */
+  CLARA_FBP_NO_FOV_MASK = 1u << 1,
+  /* Never apply the offset-detector (half-fan) redundancy weights, even for
+   * an asymmetric detector. */
+  CLARA_FBP_NO_OFFSET_WEIGHTS = 1u << 2
+};
+
+typedef struct clara_fbp_options {
+  clara_filter filter; /* default CLARA_FILTER_RAM_LAK */
+  double cutoff;       /* (0, 1], fraction of Nyquist; default 1 */
+  unsigned flags;      /* CLARA_FBP_* flags, default 0 */
+  /* If > 0, the output is in Hounsfield units, 1000 (mu - mu_water) /
+   * mu_water, with mu_water in 1/mm (0.0192 is water near 70 keV).
+   * Default 0: the output is mu in 1/mm. */
+  double mu_water;
+} clara_fbp_options;
+
+CLARA_API void clara_fbp_options_init(clara_fbp_options *opts);
+
+typedef struct clara_fbp_plan_s clara_fbp_plan;
+
+/* Plans FBP (or FDK for CONE) from 'geom' onto 'vol'.
+ *
+ * What the plan decides from the angle list:
+ * - each view is weighted by its own angular interval;
+ * - a scan covering a full turn (within half a view) gets weight 1/2 per
+ *   ray; several turns are normalised by the number of turns;
+ * - a shorter divergent scan must cover 180 degrees plus the fan angle and
+ *   gets Parker short-scan weights, with the overscan beyond the minimum
+ *   used as a wider Parker transition; a parallel scan between 180 and 360
+ *   degrees gets the same weights with a zero fan angle;
+ * - a detector whose centre ray is off centre by more than 10% of its
+ *   half-width (a half-fan or offset detector) gets redundancy weights over
+ *   the overlap of the two sides (unless CLARA_FBP_NO_OFFSET_WEIGHTS); this
+ *   needs a full turn, and is CLARA_ERR_UNSUPPORTED with a short scan.
+ *
+ * 'opts' may be NULL for the defaults. 'geom->angles' is copied.
+ * Errors: CLARA_ERR_INVALID_ARG for bad geometry, volume or options (see
+ * clara_geometry_check), a scan too short for its fan, or a detector that
+ * does not cover the volume (unless CLARA_FBP_ALLOW_TRUNCATION);
+ * CLARA_ERR_OUT_OF_MEMORY; CLARA_ERR_UNSUPPORTED. *out is NULL on failure. */
+CLARA_API clara_status clara_fbp_plan_create(clara_context *ctx,
+                                             const clara_ct_geometry *geom,
+                                             const clara_volume *vol,
+                                             const clara_fbp_options *opts,
+                                             clara_fbp_plan **out);
+
+/* Reconstructs 'projections' ([views][rows][cols], host memory) into 'image'
+ * ([nz][ny][nx], host memory, overwritten). Safe to call concurrently on one
+ * plan with distinct 'image' buffers. Non-finite input values are not
+ * checked here (that would cost a pass over the data): they propagate.
+ * Errors: CLARA_ERR_INVALID_ARG (NULL), CLARA_ERR_OUT_OF_MEMORY (scratch),
+ * CLARA_ERR_CANCELLED (progress callback). */
+CLARA_API clara_status clara_fbp_execute(const clara_fbp_plan *plan,
+                                         const float *projections,
+                                         float *image);
+
+CLARA_API void clara_fbp_plan_destroy(clara_fbp_plan *plan);
+
+/* Facts the plan decided, for display and for tests. */
+typedef struct clara_fbp_info {
+  int fft_length;        /* padded FFT length of the filter */
+  double scan_range;     /* radians covered by the angle list */
+  int short_scan;        /* 1 when Parker weights are applied */
+  int offset_weighting;  /* 1 when offset-detector weights are applied */
+  double fov_radius;     /* radius in mm of the circle every view sees */
+  double fan_half_angle; /* radians, 0 for parallel */
+} clara_fbp_info;
+
+CLARA_API clara_status clara_fbp_plan_info(const clara_fbp_plan *plan,
+                                           clara_fbp_info *info);
+
+/* The filter's frequency response as the plan uses it: n = fft_length/2+1
+ * real values, bin k at k/fft_length cycles per sample, in units of 1/mm
+ * (the ramp's value at frequency f is |f| in cycles/mm, times the window).
+ * 'response' must hold at least fft_length/2+1 values. */
+CLARA_API clara_status clara_fbp_plan_filter(const clara_fbp_plan *plan,
+                                             float *response, int n);
+
+/* The redundancy weight the plan gives detector column 'col' in view
+ * 'view' (angular-interval factor excluded), for the tests of Parker and
+ * offset weighting: redundant ray pairs sum to 1. */
+CLARA_API clara_status clara_fbp_plan_weight(const clara_fbp_plan *plan,
+                                             int view, int col, float *weight);
+
+/* ------------------------------------------------------------------------ */
+/* Forward projector (Joseph) and its exact adjoint                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct clara_projector_s clara_projector;
+
+/* A Joseph projector (linear interpolation along the axis that the ray
+ * crosses fastest, one sample per voxel plane) for 'geom' and 'vol'. Its
+ * back-projection is the exact transpose, so <A x, y> = <x, A^T y> holds to
+ * rounding. 'geom->angles' is copied. */
+CLARA_API clara_status clara_projector_create(clara_context *ctx,
+                                              const clara_ct_geometry *geom,
+                                              const clara_volume *vol,
+                                              clara_projector **out);
+/* projections[view][row][col] = line integrals of image (overwritten). */
+CLARA_API clara_status clara_project(const clara_projector *proj,
+                                     const float *image, float *projections);
+/* image[iz][iy][ix] = A^T projections (overwritten). */
+CLARA_API clara_status clara_backproject(const clara_projector *proj,
+                                         const float *projections,
+                                         float *image);
+CLARA_API void clara_projector_destroy(clara_projector *proj);
+
+/* ------------------------------------------------------------------------ */
+/* Analytic phantoms                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* One ellipsoid: value 'density' added inside. Semi-axes a, b, c and centre
+ * (x0, y0, z0) in mm; 'phi' rotates it about z, in radians. In 2D phantoms
+ * c and z0 are ignored: the ellipse extends along z without end. */
+typedef struct clara_ellipsoid {
+  double density;
+  double a, b, c;
+  double x0, y0, z0;
+  double phi;
+} clara_ellipsoid;
+
+typedef struct clara_phantom_s clara_phantom;
+
+/* The modified Shepp-Logan phantom (Toft's higher-contrast values), in 2D
+ * (ndim = 2, ellipses) or 3D (ndim = 3, ellipsoids), scaled so that the
+ * unit square [-1, 1] maps to [-radius, radius] mm, and its densities
+ * multiplied by 'scale' (e.g. 0.02 to get mu near water's, in 1/mm). */
+CLARA_API clara_status clara_phantom_shepp_logan(int ndim, double radius,
+                                                 double scale,
+                                                 clara_phantom **out);
+/* A phantom of the caller's ellipsoids (copied). */
+CLARA_API clara_status clara_phantom_create(int ndim, const clara_ellipsoid *e,
+                                            int count, clara_phantom **out);
+CLARA_API void clara_phantom_destroy(clara_phantom *ph);
+
+/* Rasterises the phantom on 'vol': each voxel gets the mean over
+ * supersample^ndim point samples (supersample >= 1). */
+CLARA_API clara_status clara_phantom_rasterize(const clara_phantom *ph,
+                                               const clara_volume *vol,
+                                               int supersample, float *image);
+/* Exact line integrals along the ray through each detector cell's centre,
+ * for any geometry: projections[view][row][col]. For a 2D phantom and a
+ * PARALLEL/FAN geometry every row gets the same 2D sinogram. */
+CLARA_API clara_status clara_phantom_project(const clara_phantom *ph,
+                                             const clara_ct_geometry *geom,
+                                             float *projections);
+
+/* ------------------------------------------------------------------------ */
+/* Files (HDF5; layout in docs/FORMATS.md)                                   */
+/* ------------------------------------------------------------------------ */
+
+/* A CT input file: group /ct with dataset projections (float32,
+ * [views][rows][cols]), dataset angles (float32, [views]) and attributes
+ * geometry, det_spacing [row, col], det_offset [row, col], source_to_iso and
+ * source_to_detector.
+ *
+ * Reads 'path'. On success *geom is filled, geom->angles points at
+ * *angles_out, and *projections_out holds views*rows*cols floats; free both
+ * with clara_free(). Errors: CLARA_ERR_IO (cannot open, not HDF5,
+ * truncated), CLARA_ERR_FORMAT (missing dataset or attribute, wrong dtype
+ * or rank, counts that do not agree; the message names the dataset and
+ * what was expected). Nothing is allocated on failure. */
+CLARA_API clara_status clara_ct_file_read(const char *path,
+                                          clara_ct_geometry *geom,
+                                          float **angles_out,
+                                          float **projections_out);
+
+/* Writes a CT input file. If 'truth' is not NULL it is stored as /truth
+ * ([nz][ny][nx] on 'truth_vol') with attribute voxel_size. The file is
+ * written to a temporary name beside 'path' and renamed into place, so a
+ * failure leaves no partial file. */
+CLARA_API clara_status clara_ct_file_write(const char *path,
+                                           const clara_ct_geometry *geom,
+                                           const float *projections,
+                                           const clara_volume *truth_vol,
+                                           const float *truth);
+
+/* Writes /image (float32, [nz][ny][nx]) with attributes voxel_size
+ * [z, y, x] (mm), center [z, y, x] (mm) and units (e.g. "1/mm" or "HU").
+ * Temporary file and rename, as above. */
+CLARA_API clara_status clara_image_file_write(const char *path,
+                                              const clara_volume *vol,
+                                              const float *image,
+                                              const char *units);
+
+/* Reads a dataset written as an image: 'dataset' is "/image" or "/truth".
+ * *image_out (free with clara_free) holds nz*ny*nx floats. 'units' (may be
+ * NULL) receives up to units_len-1 characters of the units attribute, or ""
+ * when there is none. */
+CLARA_API clara_status clara_image_file_read(const char *path,
+                                             const char *dataset,
+                                             clara_volume *vol,
+                                             float **image_out, char *units,
+                                             size_t units_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CLARA_RECON_H */

@@ -1,0 +1,83 @@
+/* backend.h -- the private backend operations table.
+ *
+ * Modality code (src/ct/, later src/mr/ and src/nn/) does the geometry, the
+ * weights and the filter design once, on the host, and hands the result to a
+ * backend through this table. A backend owns the heavy loops: filtering,
+ * back-projection and projection. The CPU backend lives in src/cpu/; the
+ * CUDA backend is a plugin (src/cuda/) that the registry loads at run time,
+ * so that no modality file ever says #ifdef CUDA. */
+#ifndef CLARA_BACKEND_H
+#define CLARA_BACKEND_H
+
+#include "internal.h"
+
+/* Everything an FBP/FDK execution needs, decided at plan time
+ * (src/ct/fbp.c). All arrays are owned by the setup. */
+typedef struct clara_fbp_setup {
+  clara_geometry_kind kind;
+  int views, rows, cols;
+  clara_volume vol;
+  double rs, rd;         /* source-to-iso, source-to-detector (mm) */
+  double du, dv;         /* detector spacings (col, row) */
+  double u0, v0;         /* detector coordinate of col 0 / row 0 */
+  const double *cos_t;   /* [views] */
+  const double *sin_t;   /* [views] */
+  int nfft;              /* padded FFT length */
+  const float *filter;   /* [nfft/2+1] real response, 1/nfft and the
+                            kernel's 1/tau folded in */
+  const float *view_weight; /* [views][cols]: angular interval x redundancy */
+  const float *det_weight;  /* [rows][cols]: cosine pre-weight, or NULL */
+  double fov_radius;        /* mask radius in mm, or < 0 for no mask */
+  double out_scale, out_offset; /* image = out_scale * f + out_offset */
+} clara_fbp_setup;
+
+/* A Joseph projector's description (src/ct/projector.c). */
+typedef struct clara_proj_setup {
+  clara_geometry_kind kind;
+  int views, rows, cols;
+  clara_volume vol;
+  double rs, rd;
+  double du, dv, u0, v0;
+  const double *cos_t, *sin_t;
+} clara_proj_setup;
+
+typedef struct clara_backend_ops {
+  const char *name;
+  /* Makes the backend's per-plan state (FFT plans, device buffers). */
+  clara_status (*fbp_create)(const clara_context *ctx,
+                             const clara_fbp_setup *setup, void **state);
+  /* Runs one reconstruction; thread-safe for distinct 'image'. */
+  clara_status (*fbp_execute)(const clara_context *ctx,
+                              const clara_fbp_setup *setup, const void *state,
+                              const float *projections, float *image);
+  void (*fbp_destroy)(void *state);
+  /* Joseph forward projection and its exact transpose. */
+  clara_status (*project)(const clara_context *ctx, const clara_proj_setup *ps,
+                          const float *image, float *projections);
+  clara_status (*backproject)(const clara_context *ctx,
+                              const clara_proj_setup *ps,
+                              const float *projections, float *image);
+} clara_backend_ops;
+
+struct clara_context_s {
+  clara_backend backend; /* resolved: CPU or CUDA */
+  int threads;
+  clara_progress_fn progress;
+  void *progress_user;
+  const clara_backend_ops *ops;
+};
+
+/* The CPU backend's table (src/cpu/). */
+extern const clara_backend_ops clara_cpu_ops;
+
+/* Finds the backend for a request (src/core/registry.c): AUTO tries the
+ * CUDA plugin quietly and falls back to the CPU; CUDA fails with
+ * CLARA_ERR_NO_DEVICE and the reason. */
+clara_status clara_backend_resolve(clara_backend want, clara_backend *got,
+                                   const clara_backend_ops **ops);
+
+/* Fills a clara_progress for a stage of a context's work. */
+void clara_progress_for(const clara_context *ctx, const char *stage,
+                        double base, double span, clara_progress *p);
+
+#endif
