@@ -128,8 +128,8 @@ typedef int (*clara_progress_fn)(const char *stage, double fraction,
                                  void *user);
 
 typedef struct clara_context_options {
-  clara_backend backend; /* default CLARA_BACKEND_AUTO */
-  int threads;           /* worker threads; 0 (default) = online cores */
+  clara_backend backend;      /* default CLARA_BACKEND_AUTO */
+  int threads;                /* worker threads; 0 (default) = online cores */
   clara_progress_fn progress; /* optional, default NULL */
   void *progress_user;        /* passed to progress */
 } clara_context_options;
@@ -205,8 +205,8 @@ typedef struct clara_ct_geometry {
   /* View angles in radians, [views], any order, any spacing: each view is
    * weighted by its own angular interval. Copied at plan creation. */
   const float *angles;
-  double det_spacing[2]; /* [row, col], > 0 */
-  double det_offset[2];  /* [row, col] */
+  double det_spacing[2];     /* [row, col], > 0 */
+  double det_offset[2];      /* [row, col] */
   double source_to_iso;      /* R_s in mm, divergent beams only */
   double source_to_detector; /* R_d in mm, divergent beams only, > R_s */
 } clara_ct_geometry;

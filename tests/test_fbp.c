@@ -135,9 +135,9 @@ static void check_geometry(clara_geometry_kind kind, int views, double range,
   score s;
   clara_fbp_options_init(&o);
   o.filter = CLARA_FILTER_HANN;
-  ck_assert_int_eq(clara_phantom_shepp_logan(cone ? 3 : 2, PH_RADIUS, PH_SCALE,
-                                             &ph),
-                   CLARA_OK);
+  ck_assert_int_eq(
+      clara_phantom_shepp_logan(cone ? 3 : 2, PH_RADIUS, PH_SCALE, &ph),
+      CLARA_OK);
   s = recon_score(&g, &vol, ph, &o);
   fprintf(stderr, "%-9s views %d range %.0f deg: rmse %.4f flat %.4f\n",
           clara_geometry_name(kind), views, range * 180 / M_PI, s.rmse,
@@ -150,7 +150,9 @@ static void check_geometry(clara_geometry_kind kind, int views, double range,
   free(a);
 }
 
-START_TEST(parallel_half) { check_geometry(CLARA_GEOM_PARALLEL, 360, M_PI, 0.035); }
+START_TEST(parallel_half) {
+  check_geometry(CLARA_GEOM_PARALLEL, 360, M_PI, 0.035);
+}
 END_TEST
 START_TEST(parallel_full) {
   check_geometry(CLARA_GEOM_PARALLEL, 360, 2 * M_PI, 0.035);
@@ -199,7 +201,8 @@ START_TEST(irregular_angles) {
   score s;
   srand(7);
   for (int i = 0; i < views; i++) /* dense in one half, sparse in the other */
-    a[i] = (float)(i < 240 ? M_PI * i / 240.0 : M_PI + M_PI * (i - 240) / 120.0);
+    a[i] =
+        (float)(i < 240 ? M_PI * i / 240.0 : M_PI + M_PI * (i - 240) / 120.0);
   g = make_geom(CLARA_GEOM_FAN_FLAT, views, 1, 256, a);
   clara_fbp_options_init(&o);
   o.filter = CLARA_FILTER_HANN;
@@ -238,7 +241,8 @@ START_TEST(offset_detector) {
   s = recon_score(&g, &vol, ph, &o);
   fprintf(stderr, "offset detector: rmse %.4f flat %.4f\n", s.rmse,
           s.flat_mean);
-  ck_assert_double_lt(s.rmse, 0.065); /* truncated short side: see GEOMETRY.md */
+  ck_assert_double_lt(s.rmse,
+                      0.065); /* truncated short side: see GEOMETRY.md */
   ck_assert_double_lt(fabs(s.flat_mean - 1), 0.02);
   /* Without the weights the overlap is counted twice: visibly wrong. */
   o.flags = CLARA_FBP_NO_OFFSET_WEIGHTS | CLARA_FBP_ALLOW_TRUNCATION;
@@ -362,8 +366,8 @@ START_TEST(filter_response) {
   ck_assert_msg(fabs(r[0] - dc / tau) < 1e-6 / tau, "DC %g vs %g", r[0],
                 dc / tau);
   ck_assert(r[0] > 0); /* the spatial-domain ramp keeps the DC term */
-  ck_assert_msg(fabs(r[info.fft_length / 2] * tau - 0.5) < 0.01,
-                "Nyquist %g", r[info.fft_length / 2] * tau);
+  ck_assert_msg(fabs(r[info.fft_length / 2] * tau - 0.5) < 0.01, "Nyquist %g",
+                r[info.fft_length / 2] * tau);
   for (int k = 1; k <= info.fft_length / 2; k++)
     ck_assert_msg(r[k] > r[k - 1], "ramp not increasing at %d", k);
   clara_fbp_plan_destroy(plan);
@@ -558,7 +562,8 @@ START_TEST(progress_and_cancel) {
 }
 END_TEST
 
-/* ---- Bad input ------------------------------------------------------------ */
+/* ---- Bad input ------------------------------------------------------------
+ */
 
 START_TEST(bad_inputs) {
   int views = 90;

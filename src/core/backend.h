@@ -17,14 +17,14 @@ typedef struct clara_fbp_setup {
   clara_geometry_kind kind;
   int views, rows, cols;
   clara_volume vol;
-  double rs, rd;         /* source-to-iso, source-to-detector (mm) */
-  double du, dv;         /* detector spacings (col, row) */
-  double u0, v0;         /* detector coordinate of col 0 / row 0 */
-  const double *cos_t;   /* [views] */
-  const double *sin_t;   /* [views] */
-  int nfft;              /* padded FFT length */
-  const float *filter;   /* [nfft/2+1] real response, 1/nfft and the
-                            kernel's 1/tau folded in */
+  double rs, rd;            /* source-to-iso, source-to-detector (mm) */
+  double du, dv;            /* detector spacings (col, row) */
+  double u0, v0;            /* detector coordinate of col 0 / row 0 */
+  const double *cos_t;      /* [views] */
+  const double *sin_t;      /* [views] */
+  int nfft;                 /* padded FFT length */
+  const float *filter;      /* [nfft/2+1] real response, 1/nfft and the
+                               kernel's 1/tau folded in */
   const float *view_weight; /* [views][cols]: angular interval x redundancy */
   const float *det_weight;  /* [rows][cols]: cosine pre-weight, or NULL */
   double fov_radius;        /* mask radius in mm, or < 0 for no mask */

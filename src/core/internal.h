@@ -63,8 +63,8 @@ typedef struct clara_progress {
   clara_progress_fn fn; /* may be NULL */
   void *user;
   const char *stage;
-  double base;  /* fraction reported at index 0 */
-  double span;  /* fraction added over the whole loop */
+  double base; /* fraction reported at index 0 */
+  double span; /* fraction added over the whole loop */
 } clara_progress;
 
 clara_status clara_parallel_for(int threads, size_t n, clara_task_fn fn,

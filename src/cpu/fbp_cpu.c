@@ -188,7 +188,8 @@ static clara_status bp2d_task(void *arg, size_t index, int worker) {
   for (int gv = 0; gv < j->nv; gv++) {
     int v = j->v0 + gv;
     double c = s->cos_t[v], sn = s->sin_t[v];
-    const float *line = j->filtered + ((size_t)gv * f->h + (size_t)iz + 1) * f->w;
+    const float *line =
+        j->filtered + ((size_t)gv * f->h + (size_t)iz + 1) * f->w;
     /* t = x cos + y sin along the row; L = R_s - x sin + y cos */
     double at = vx * c, bt = x0 * c + y * sn;
     if (s->kind == CLARA_GEOM_PARALLEL) {
@@ -200,13 +201,13 @@ static clara_status bp2d_task(void *arg, size_t index, int worker) {
       if (s->kind == CLARA_GEOM_FAN_FLAT)
         clara_bp_row_fan_flat(out, line, vol->nx, (float)at, (float)bt,
                               (float)al, (float)bl, (float)(s->rd / s->du),
-                              (float)(1.0 - s->u0 / s->du), (float)(s->rs * s->rs),
-                              cmax);
+                              (float)(1.0 - s->u0 / s->du),
+                              (float)(s->rs * s->rs), cmax);
       else
         clara_bp_row_fan_arc(out, line, vol->nx, (float)at, (float)bt,
                              (float)al, (float)bl, (float)(1.0 / s->du),
-                             (float)(1.0 - s->u0 / s->du), (float)(s->rs * s->rs),
-                             cmax);
+                             (float)(1.0 - s->u0 / s->du),
+                             (float)(s->rs * s->rs), cmax);
     }
   }
   return CLARA_OK;
@@ -276,9 +277,8 @@ static clara_status zero_task(void *arg, size_t index, int worker) {
 }
 
 static clara_status cpu_fbp_execute(const clara_context *ctx,
-                                    const clara_fbp_setup *s,
-                                    const void *state, const float *proj,
-                                    float *image) {
+                                    const clara_fbp_setup *s, const void *state,
+                                    const float *proj, float *image) {
   const cpu_fbp *f = state;
   const clara_volume *vol = &s->vol;
   int nt = ctx->threads;
@@ -293,8 +293,8 @@ static clara_status cpu_fbp_execute(const clara_context *ctx,
   j.f = f;
   j.proj = proj;
   j.image = image;
-  j.filtered = clara_xcalloc((size_t)f->group * f->h, (size_t)f->w *
-                             sizeof(float), who);
+  j.filtered =
+      clara_xcalloc((size_t)f->group * f->h, (size_t)f->w * sizeof(float), who);
   j.in = calloc((size_t)nt, sizeof *j.in);
   j.spec = calloc((size_t)nt, sizeof *j.spec);
   j.scratch = calloc((size_t)nt, sizeof *j.scratch);
@@ -304,8 +304,8 @@ static clara_status cpu_fbp_execute(const clara_context *ctx,
   }
   for (int t = 0; t < nt; t++) {
     j.in[t] = fftwf_malloc(sizeof(float) * (size_t)f->nfft * LINE_BATCH);
-    j.spec[t] = fftwf_malloc(sizeof(fftwf_complex) * (size_t)f->nspec *
-                             LINE_BATCH);
+    j.spec[t] =
+        fftwf_malloc(sizeof(fftwf_complex) * (size_t)f->nspec * LINE_BATCH);
     j.scratch[t] = clara_aligned_alloc(scratch_floats * sizeof(float));
     if (!j.in[t] || !j.spec[t] || !j.scratch[t]) {
       st = clara_fail(CLARA_ERR_OUT_OF_MEMORY, "%s: per-thread buffers", who);

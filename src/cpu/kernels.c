@@ -5,7 +5,7 @@
  * x86-64 and picked at load time. */
 #include "kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&        \
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&         \
     !defined(CLARA_NO_CLONES)
 #define CLARA_CLONES                                                           \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -77,8 +77,8 @@ void clara_bp_row_fan_arc(float *restrict out, const float *restrict line,
     float c = clampf(atan_approx(t / l) * k + c0, cmax);
     int i0 = (int)c;
     float f = c - (float)i0;
-    out[ix] += rs2 / (t * t + l * l) *
-               (line[i0] + f * (line[i0 + 1] - line[i0]));
+    out[ix] +=
+        rs2 / (t * t + l * l) * (line[i0] + f * (line[i0 + 1] - line[i0]));
   }
 }
 

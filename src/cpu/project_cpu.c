@@ -18,8 +18,7 @@ typedef struct ray {
   double d[3]; /* unit direction */
 } ray;
 
-static void make_ray(const clara_proj_setup *ps, int v, int r, int c,
-                     ray *ry) {
+static void make_ray(const clara_proj_setup *ps, int v, int r, int c, ray *ry) {
   double cs = ps->cos_t[v], sn = ps->sin_t[v];
   double u = ps->u0 + c * ps->du, vv = ps->v0 + r * ps->dv, n;
   memset(ry, 0, sizeof *ry);
@@ -151,7 +150,7 @@ typedef struct pjob {
   const clara_proj_setup *ps;
   const float *in;
   float *out;
-  float **bufs;  /* private accumulators of the transpose */
+  float **bufs; /* private accumulators of the transpose */
   int nbuf;
 } pjob;
 
@@ -178,8 +177,7 @@ clara_status clara_cpu_project(const clara_context *ctx,
   pjob j = {ps, image, projections, NULL, 0};
   clara_progress pr;
   clara_progress_for(ctx, "project", 0, 1, &pr);
-  return clara_parallel_for(ctx->threads, (size_t)ps->views, fwd_task, &j,
-                            &pr);
+  return clara_parallel_for(ctx->threads, (size_t)ps->views, fwd_task, &j, &pr);
 }
 
 /* Transpose of one detector row over all views (2D data: row r owns slice
@@ -250,8 +248,8 @@ clara_status clara_cpu_backproject(const clara_context *ctx,
   clara_status st;
   if (ps->kind != CLARA_GEOM_CONE && ps->rows >= ctx->threads) {
     memset(image, 0, nvox * sizeof(float));
-    return clara_parallel_for(ctx->threads, (size_t)ps->rows, adj_row_task,
-                              &j, NULL);
+    return clara_parallel_for(ctx->threads, (size_t)ps->rows, adj_row_task, &j,
+                              NULL);
   }
   /* Private accumulators, as many as threads allow within 1 GiB. */
   {

@@ -38,8 +38,7 @@ CLARA_API const char *clara_filter_name(clara_filter filter) {
   return filter_names[filter];
 }
 
-CLARA_API clara_status clara_filter_parse(const char *name,
-                                          clara_filter *out) {
+CLARA_API clara_status clara_filter_parse(const char *name, clara_filter *out) {
   if (!name || !out)
     return clara_fail(CLARA_ERR_INVALID_ARG, "clara_filter_parse: %s is NULL",
                       !name ? "name" : "out");
@@ -120,8 +119,8 @@ clara_status clara_ct_common_setup(const clara_ct_geometry *g,
                         who, r, g->source_to_iso);
   }
   if (g->kind == CLARA_GEOM_CONE) {
-    double vmax = 0.5 * (g->rows - 1) * g->det_spacing[0] +
-                  fabs(g->det_offset[0]);
+    double vmax =
+        0.5 * (g->rows - 1) * g->det_spacing[0] + fabs(g->det_offset[0]);
     if (vmax >= g->source_to_detector)
       return clara_fail(CLARA_ERR_INVALID_ARG,
                         "%s: geometry: cone half-angle reaches 45 degrees "
@@ -251,10 +250,10 @@ static clara_status analyse_angles(const float *angles, int n, scan_info *si,
     if (gmax <= 1.5 * mean_other) {
       /* A full turn: circular neighbours. */
       for (int k = 0; k < n; k++) {
-        double prev = k > 0 ? ix[k].a - ix[k - 1].a
-                            : ix[0].a + two_pi - ix[n - 1].a;
-        double next = k < n - 1 ? ix[k + 1].a - ix[k].a
-                                : ix[0].a + two_pi - ix[n - 1].a;
+        double prev =
+            k > 0 ? ix[k].a - ix[k - 1].a : ix[0].a + two_pi - ix[n - 1].a;
+        double next =
+            k < n - 1 ? ix[k + 1].a - ix[k].a : ix[0].a + two_pi - ix[n - 1].a;
         si->dtheta[ix[k].v] = 0.5 * (prev + next);
       }
       si->range = two_pi;
@@ -385,12 +384,11 @@ static double ramp_kernel(int n, int arc, double dg) {
  * kernel, divided by tau (mm at the isocentre) and by nfft (FFTW's inverse
  * is unnormalised). */
 static void design_filter(float *filter, int nfft, int cols, double tau,
-                          int arc, double dg, clara_filter win,
-                          double cutoff) {
+                          int arc, double dg, clara_filter win, double cutoff) {
   int half = nfft / 2;
   for (int k = 0; k <= half; k++) {
     double acc = ramp_kernel(0, arc, dg);
-    double nu = (double)k / half; /* fraction of Nyquist */
+    double nu = (double)k / half;     /* fraction of Nyquist */
     for (int n = 1; n < cols; n += 2) /* even lags are 0 */
       acc += 2.0 * ramp_kernel(n, arc, dg) * cos(2.0 * M_PI * k * n / nfft);
     if (nu / cutoff > 1.0)
@@ -467,11 +465,11 @@ CLARA_API clara_status clara_fbp_plan_create(clara_context *ctx,
                       "%s: opts->mu_water: must be 0 (output mu) or a finite "
                       "positive value in 1/mm, got %g",
                       who, opts->mu_water);
-  if (opts->flags & ~(unsigned)(CLARA_FBP_ALLOW_TRUNCATION |
-                                CLARA_FBP_NO_FOV_MASK |
-                                CLARA_FBP_NO_OFFSET_WEIGHTS))
-    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: opts->flags: unknown bits 0x%x",
-                      who, opts->flags);
+  if (opts->flags &
+      ~(unsigned)(CLARA_FBP_ALLOW_TRUNCATION | CLARA_FBP_NO_FOV_MASK |
+                  CLARA_FBP_NO_OFFSET_WEIGHTS))
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "%s: opts->flags: unknown bits 0x%x", who, opts->flags);
 
   p = calloc(1, sizeof *p);
   if (!p)
@@ -555,8 +553,10 @@ CLARA_API clara_status clara_fbp_plan_create(clara_context *ctx,
   {
     int nfft;
     if (cols > (1 << 28)) {
-      st = clara_fail(CLARA_ERR_INVALID_ARG, "%s: geometry->cols: %d is too "
-                      "many columns", who, cols);
+      st = clara_fail(CLARA_ERR_INVALID_ARG,
+                      "%s: geometry->cols: %d is too "
+                      "many columns",
+                      who, cols);
       goto fail;
     }
     nfft = fft_friendly(2 * cols);
@@ -571,10 +571,10 @@ CLARA_API clara_status clara_fbp_plan_create(clara_context *ctx,
   }
 
   /* View weights: angular interval x redundancy. */
-  p->view_weight = clara_xcalloc((size_t)views * (size_t)cols, sizeof(float),
-                                 who);
-  p->redundancy = clara_xcalloc((size_t)views * (size_t)cols, sizeof(float),
-                                who);
+  p->view_weight =
+      clara_xcalloc((size_t)views * (size_t)cols, sizeof(float), who);
+  p->redundancy =
+      clara_xcalloc((size_t)views * (size_t)cols, sizeof(float), who);
   if (!p->view_weight || !p->redundancy) {
     st = CLARA_ERR_OUT_OF_MEMORY;
     goto fail;
@@ -622,8 +622,8 @@ CLARA_API clara_status clara_fbp_plan_create(clara_context *ctx,
 
   /* Cosine pre-weights. */
   if (!parallel) {
-    p->det_weight = clara_xcalloc((size_t)rows * (size_t)cols, sizeof(float),
-                                  who);
+    p->det_weight =
+        clara_xcalloc((size_t)rows * (size_t)cols, sizeof(float), who);
     if (!p->det_weight) {
       st = CLARA_ERR_OUT_OF_MEMORY;
       goto fail;
@@ -696,7 +696,8 @@ CLARA_API clara_status clara_fbp_execute(const clara_fbp_plan *plan,
     return clara_fail(CLARA_ERR_INVALID_ARG,
                       "clara_fbp_execute: projections is NULL");
   if (!image)
-    return clara_fail(CLARA_ERR_INVALID_ARG, "clara_fbp_execute: image is NULL");
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "clara_fbp_execute: image is NULL");
   return plan->ctx->ops->fbp_execute(plan->ctx, &plan->setup, plan->state,
                                      projections, image);
 }
@@ -730,8 +731,7 @@ CLARA_API clara_status clara_fbp_plan_filter(const clara_fbp_plan *plan,
 }
 
 CLARA_API clara_status clara_fbp_plan_weight(const clara_fbp_plan *plan,
-                                             int view, int col,
-                                             float *weight) {
+                                             int view, int col, float *weight) {
   if (!plan || !weight)
     return clara_fail(CLARA_ERR_INVALID_ARG,
                       "clara_fbp_plan_weight: %s is NULL",

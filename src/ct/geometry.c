@@ -4,8 +4,8 @@
 #include <math.h>
 #include <string.h>
 
-static const char *const geometry_names[] = {"parallel", "fan-flat",
-                                             "fan-arc", "cone"};
+static const char *const geometry_names[] = {"parallel", "fan-flat", "fan-arc",
+                                             "cone"};
 
 CLARA_API const char *clara_geometry_name(clara_geometry_kind kind) {
   if ((int)kind < 0 || (int)kind > CLARA_GEOM_CONE)
@@ -16,8 +16,7 @@ CLARA_API const char *clara_geometry_name(clara_geometry_kind kind) {
 CLARA_API clara_status clara_geometry_parse(const char *name,
                                             clara_geometry_kind *out) {
   if (!name || !out)
-    return clara_fail(CLARA_ERR_INVALID_ARG,
-                      "clara_geometry_parse: %s is NULL",
+    return clara_fail(CLARA_ERR_INVALID_ARG, "clara_geometry_parse: %s is NULL",
                       !name ? "name" : "out");
   for (int k = 0; k <= CLARA_GEOM_CONE; k++) {
     if (strcmp(name, geometry_names[k]) == 0) {

@@ -39,7 +39,9 @@ CLARA_API clara_status clara_project(const clara_projector *p,
                                      const float *image, float *projections) {
   if (!p || !image || !projections)
     return clara_fail(CLARA_ERR_INVALID_ARG, "clara_project: %s is NULL",
-                      !p ? "proj" : !image ? "image" : "projections");
+                      !p       ? "proj"
+                      : !image ? "image"
+                               : "projections");
   return p->ctx->ops->project(p->ctx, &p->ps, image, projections);
 }
 
@@ -48,7 +50,9 @@ CLARA_API clara_status clara_backproject(const clara_projector *p,
                                          float *image) {
   if (!p || !image || !projections)
     return clara_fail(CLARA_ERR_INVALID_ARG, "clara_backproject: %s is NULL",
-                      !p ? "proj" : !projections ? "projections" : "image");
+                      !p             ? "proj"
+                      : !projections ? "projections"
+                                     : "image");
   return p->ctx->ops->backproject(p->ctx, &p->ps, projections, image);
 }
 

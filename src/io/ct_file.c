@@ -1,0 +1,1362 @@
+/* ct_file.c -- HDF5 files: CT input (/ct), images (/image) and /truth.
+ *
+ * The layout is documented in docs/FORMATS.md. This is the only file of the
+ * library that includes hdf5.h.
+ *
+ * Rules kept throughout:
+ * - Every HDF5 call runs under one process-wide mutex (h5_lock): an HDF5
+ *   built without thread safety must never be entered from two threads.
+ *   Each public function validates its arguments, locks, calls a *_locked
+ *   worker that has a single exit, and unlocks.
+ * - HDF5's automatic error printing is switched off (the library never
+ *   prints); the innermost HDF5 message is added to IO errors instead.
+ * - Every hid_t and herr_t is checked; each worker closes what it opened in
+ *   reverse order at its `done:` label and frees whatever it allocated
+ *   unless it was handed to the caller on success.
+ * - Writes go to a fresh temporary file beside the target, which is renamed
+ *   over the target only once it is complete and closed.
+ */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* pread, fsync, clock_gettime */
+#endif
+
+#include "internal.h"
+
+#include <hdf5.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+
+/* Longest fixed-length string attribute accepted (geometry, units). */
+#define MAX_STRING_ATTR 4096
+
+/* ------------------------------------------------------------------------ */
+/* Locking and HDF5 error handling                                           */
+/* ------------------------------------------------------------------------ */
+
+static pthread_mutex_t h5_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t h5_once = PTHREAD_ONCE_INIT;
+static int h5_threadsafe; /* written once, under h5_once */
+
+static void h5_init_once(void) {
+  hbool_t ts = 0;
+  (void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  if (H5is_library_threadsafe(&ts) >= 0 && ts)
+    h5_threadsafe = 1;
+}
+
+static void h5_lock(void) {
+  (void)pthread_mutex_lock(&h5_mutex);
+  (void)pthread_once(&h5_once, h5_init_once);
+  /* A thread-safe HDF5 keeps the error-printing setting per thread, so the
+   * one-time call above only covered the first thread that came here. */
+  if (h5_threadsafe)
+    (void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+static void h5_unlock(void) { (void)pthread_mutex_unlock(&h5_mutex); }
+
+typedef struct detail_buf {
+  char *text;
+  size_t len;
+} detail_buf;
+
+static herr_t detail_walk(unsigned n, const H5E_error2_t *err, void *data) {
+  detail_buf *d = data;
+  if (n == 0 && err && err->desc && err->desc[0])
+    snprintf(d->text, d->len, " (HDF5: %s)", err->desc);
+  return 0;
+}
+
+/* The innermost message of HDF5's error stack as " (HDF5: ...)", or "".
+ * Call it right after the failing HDF5 call: every API call clears the
+ * stack. */
+static const char *h5_detail(char *text, size_t len) {
+  detail_buf d;
+  d.text = text;
+  d.len = len;
+  text[0] = '\0';
+  (void)H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, detail_walk, &d);
+  (void)H5Eclear2(H5E_DEFAULT);
+  return text;
+}
+
+/* clara_fail with the message "fn: path: <formatted>". */
+static clara_status file_fail(clara_status status, const char *fn,
+                              const char *path, const char *fmt, ...)
+    CLARA_PRINTF(4, 5);
+
+static clara_status file_fail(clara_status status, const char *fn,
+                              const char *path, const char *fmt, ...) {
+  char text[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  return clara_fail(status, "%s: %s: %s", fn, path, text);
+}
+
+/* Closes *id with 'closer' if it is open and marks it closed. A failing
+ * close is an IO error unless an earlier failure is already recorded. */
+static void h5_close(herr_t (*closer)(hid_t), hid_t *id, clara_status *status,
+                     const char *fn, const char *path) {
+  char detail[256];
+  if (*id < 0)
+    return;
+  if (closer(*id) < 0 && *status == CLARA_OK)
+    *status =
+        file_fail(CLARA_ERR_IO, fn, path, "closing an HDF5 object failed%s",
+                  h5_detail(detail, sizeof detail));
+  *id = H5I_INVALID_HID;
+}
+
+static const char *class_name(H5T_class_t c) {
+  switch (c) {
+  case H5T_INTEGER:
+    return "integer";
+  case H5T_FLOAT:
+    return "float";
+  case H5T_TIME:
+    return "time";
+  case H5T_STRING:
+    return "string";
+  case H5T_BITFIELD:
+    return "bitfield";
+  case H5T_OPAQUE:
+    return "opaque";
+  case H5T_COMPOUND:
+    return "compound";
+  case H5T_REFERENCE:
+    return "reference";
+  case H5T_ENUM:
+    return "enum";
+  case H5T_VLEN:
+    return "variable-length";
+  case H5T_ARRAY:
+    return "array";
+  default:
+    return "unknown";
+  }
+}
+
+static const char *id_type_name(H5I_type_t t) {
+  switch (t) {
+  case H5I_GROUP:
+    return "a group";
+  case H5I_DATASET:
+    return "a dataset";
+  case H5I_DATATYPE:
+    return "a named datatype";
+  default:
+    return "another kind of object";
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading helpers                                                           */
+/* ------------------------------------------------------------------------ */
+
+static const unsigned char h5_signature[8] = {0x89, 'H',  'D',  'F',
+                                              '\r', '\n', 0x1a, '\n'};
+
+/* Opens 'path' read-only as HDF5. Tells "cannot open" (with errno), "not an
+ * HDF5 file" (no signature at 0, 512, 1024, ...) and "damaged or
+ * truncated" (signature present, HDF5 refuses it) apart. */
+static clara_status open_for_read(const char *fn, const char *path,
+                                  hid_t *out) {
+  clara_status status = CLARA_OK;
+  hid_t fapl = H5I_INVALID_HID, fid = H5I_INVALID_HID;
+  struct stat sb;
+  unsigned char sig[8];
+  char detail[256];
+  int fd, found = 0;
+  off_t off;
+
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return file_fail(CLARA_ERR_IO, fn, path, "cannot open: %s",
+                     strerror(errno));
+  if (fstat(fd, &sb) != 0) {
+    int err = errno;
+    (void)close(fd);
+    return file_fail(CLARA_ERR_IO, fn, path, "cannot stat: %s", strerror(err));
+  }
+  if (!S_ISREG(sb.st_mode)) {
+    (void)close(fd);
+    return file_fail(CLARA_ERR_IO, fn, path, "cannot open: %s",
+                     S_ISDIR(sb.st_mode) ? "is a directory"
+                                         : "not a regular file");
+  }
+  /* The superblock sits at 0 or after a user block of 512, 1024, ... */
+  for (off = 0; off <= sb.st_size - 8; off = off == 0 ? 512 : off * 2) {
+    if (pread(fd, sig, sizeof sig, off) == (ssize_t)sizeof sig &&
+        memcmp(sig, h5_signature, sizeof sig) == 0) {
+      found = 1;
+      break;
+    }
+    if (off > sb.st_size / 2)
+      break;
+  }
+  (void)close(fd);
+  if (!found)
+    return file_fail(CLARA_ERR_IO, fn, path,
+                     "not an HDF5 file (no HDF5 signature in its %lld bytes)",
+                     (long long)sb.st_size);
+
+  fapl = H5Pcreate(H5P_FILE_ACCESS);
+  if (fapl < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "cannot create a file access property list%s",
+                       h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  if (H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+    status =
+        file_fail(CLARA_ERR_IO, fn, path, "cannot set the file close degree%s",
+                  h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+  if (fid < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "cannot open as HDF5: truncated or damaged file%s",
+                       h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  *out = fid;
+  fid = H5I_INVALID_HID;
+done:
+  h5_close(H5Fclose, &fid, &status, fn, path);
+  h5_close(H5Pclose, &fapl, &status, fn, path);
+  return status;
+}
+
+/* Whether the object 'name' exists, checking each parent first so that a
+ * missing parent reads as "absent" rather than an error. 1, 0, or -1. */
+static int object_exists(hid_t loc, const char *name) {
+  size_t len = strlen(name);
+  char *prefix;
+  int result = 1;
+  if (len == 0)
+    return 0;
+  prefix = malloc(len + 1);
+  if (!prefix)
+    return -1;
+  for (size_t i = 1; i <= len && result > 0; i++) {
+    if (i < len && name[i] != '/')
+      continue;
+    if (name[i - 1] == '/')
+      continue; /* "//" or a trailing '/' */
+    memcpy(prefix, name, i);
+    prefix[i] = '\0';
+    htri_t e = H5Lexists(loc, prefix, H5P_DEFAULT);
+    result = e < 0 ? -1 : e > 0 ? 1 : 0;
+  }
+  free(prefix);
+  return result;
+}
+
+/* Opens object 'name' and insists that it is of type 'want'. 'expected'
+ * describes it for the messages, e.g. "a float32 dataset [views]". */
+static clara_status open_object(const char *fn, const char *path, hid_t fid,
+                                const char *name, H5I_type_t want,
+                                const char *expected, hid_t *out) {
+  char detail[256];
+  hid_t obj;
+  H5I_type_t t;
+  int e = object_exists(fid, name);
+  if (e < 0)
+    return file_fail(CLARA_ERR_IO, fn, path, "%s: cannot look it up%s", name,
+                     h5_detail(detail, sizeof detail));
+  if (e == 0)
+    return file_fail(CLARA_ERR_FORMAT, fn, path, "%s: missing (expected %s)",
+                     name, expected);
+  obj = H5Oopen(fid, name, H5P_DEFAULT);
+  if (obj < 0)
+    return file_fail(CLARA_ERR_IO, fn, path, "%s: cannot open%s", name,
+                     h5_detail(detail, sizeof detail));
+  t = H5Iget_type(obj);
+  if (t != want) {
+    clara_status status =
+        file_fail(CLARA_ERR_FORMAT, fn, path, "%s: expected %s, found %s", name,
+                  expected, id_type_name(t));
+    h5_close(H5Oclose, &obj, &status, fn, path);
+    return status;
+  }
+  *out = obj;
+  return CLARA_OK;
+}
+
+/* Checks that 'dset' holds floating-point data of rank 'rank' (1..3) whose
+ * dimensions are each in 1..INT_MAX and whose float32 copy fits in memory.
+ * 'shape' describes the expected shape, e.g. "[views][rows][cols]". */
+static clara_status check_float_dataset(const char *fn, const char *path,
+                                        const char *name, hid_t dset, int rank,
+                                        const char *shape, int *dims_out,
+                                        size_t *count_out) {
+  clara_status status = CLARA_OK;
+  hid_t type = H5I_INVALID_HID, space = H5I_INVALID_HID;
+  hsize_t dims[3];
+  H5T_class_t cls;
+  H5S_class_t scls;
+  char detail[256];
+  size_t count = 1;
+  int nd;
+
+  type = H5Dget_type(dset);
+  if (type < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its datatype%s",
+                       name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  cls = H5Tget_class(type);
+  if (cls == H5T_NO_CLASS) {
+    status =
+        file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its type class%s",
+                  name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  if (cls != H5T_FLOAT) {
+    status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                       "%s: float data expected (float32 %s), found type "
+                       "class %s",
+                       name, shape, class_name(cls));
+    goto done;
+  }
+  space = H5Dget_space(dset);
+  if (space < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its dataspace%s",
+                       name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  scls = H5Sget_simple_extent_type(space);
+  if (scls == H5S_NO_CLASS) {
+    status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its extent%s",
+                       name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  if (scls == H5S_NULL) {
+    status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                       "%s: rank %d expected %s, found an empty (null) "
+                       "dataspace",
+                       name, rank, shape);
+    goto done;
+  }
+  nd = H5Sget_simple_extent_ndims(space);
+  if (nd < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its rank%s",
+                       name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  if (nd != rank) {
+    status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                       "%s: rank %d expected %s, found rank %d", name, rank,
+                       shape, nd);
+    goto done;
+  }
+  if (H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its shape%s",
+                       name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  for (int i = 0; i < rank; i++) {
+    if (dims[i] == 0 || dims[i] > (hsize_t)INT_MAX) {
+      status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                         "%s: dimension %d of %s must be in 1..%d, found %llu",
+                         name, i, shape, INT_MAX, (unsigned long long)dims[i]);
+      goto done;
+    }
+    dims_out[i] = (int)dims[i];
+    if (clara_size_mul(count, (size_t)dims[i], &count) != 0 ||
+        count > SIZE_MAX / sizeof(float)) {
+      status =
+          file_fail(CLARA_ERR_OUT_OF_MEMORY, fn, path,
+                    "%s: its %s elements do not fit in memory", name, shape);
+      goto done;
+    }
+  }
+  *count_out = count;
+done:
+  h5_close(H5Sclose, &space, &status, fn, path);
+  h5_close(H5Tclose, &type, &status, fn, path);
+  return status;
+}
+
+/* Reads the whole of 'dset' as float32 (HDF5 converts other float types)
+ * into a buffer for clara_free. */
+static clara_status read_float_data(const char *fn, const char *path,
+                                    const char *name, hid_t dset, size_t count,
+                                    float **out) {
+  char detail[256];
+  float *buf = clara_aligned_alloc(count * sizeof(float));
+  if (!buf)
+    return file_fail(CLARA_ERR_OUT_OF_MEMORY, fn, path,
+                     "%s: cannot allocate %zu bytes", name,
+                     count * sizeof(float));
+  if (H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+    clara_aligned_free(buf);
+    return file_fail(CLARA_ERR_IO, fn, path, "%s: reading %zu values failed%s",
+                     name, count, h5_detail(detail, sizeof detail));
+  }
+  *out = buf;
+  return CLARA_OK;
+}
+
+/* Opens attribute 'attr' of 'obj' (named 'objname' in messages). Absent:
+ * CLARA_ERR_FORMAT naming 'expected' when 'required', else CLARA_OK with
+ * *out left invalid. */
+static clara_status open_attr(const char *fn, const char *path, hid_t obj,
+                              const char *objname, const char *attr,
+                              int required, const char *expected, hid_t *out) {
+  char detail[256];
+  htri_t e = H5Aexists(obj, attr);
+  *out = H5I_INVALID_HID;
+  if (e < 0)
+    return file_fail(CLARA_ERR_IO, fn, path,
+                     "%s: cannot look up attribute %s%s", objname, attr,
+                     h5_detail(detail, sizeof detail));
+  if (e == 0)
+    return required ? file_fail(CLARA_ERR_FORMAT, fn, path,
+                                "%s: attribute %s missing (expected %s)",
+                                objname, attr, expected)
+                    : CLARA_OK;
+  *out = H5Aopen(obj, attr, H5P_DEFAULT);
+  if (*out < 0)
+    return file_fail(CLARA_ERR_IO, fn, path, "%s: cannot open attribute %s%s",
+                     objname, attr, h5_detail(detail, sizeof detail));
+  return CLARA_OK;
+}
+
+/* Checks an open attribute's type class and that it holds exactly 'n'
+ * elements (scalar or rank 1). */
+static clara_status check_attr(const char *fn, const char *path, hid_t attr,
+                               const char *objname, const char *name,
+                               H5T_class_t want, int n, const char *expected,
+                               hid_t *type_out) {
+  clara_status status = CLARA_OK;
+  hid_t type = H5I_INVALID_HID, space = H5I_INVALID_HID;
+  H5T_class_t cls;
+  hssize_t npoints;
+  char detail[256];
+  int nd;
+
+  type = H5Aget_type(attr);
+  if (type < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: attribute %s: cannot get its datatype%s", objname,
+                       name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  cls = H5Tget_class(type);
+  if (cls == H5T_NO_CLASS) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: attribute %s: cannot get its type class%s", objname,
+                       name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  if (cls != want) {
+    status =
+        file_fail(CLARA_ERR_FORMAT, fn, path,
+                  "%s: attribute %s: %s expected (%s), found type class "
+                  "%s%s",
+                  objname, name, class_name(want), expected, class_name(cls),
+                  want == H5T_FLOAT && cls == H5T_INTEGER
+                      ? " (store it as a float: 500.0, not 500)"
+                      : "");
+    goto done;
+  }
+  space = H5Aget_space(attr);
+  if (space < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: attribute %s: cannot get its dataspace%s", objname,
+                       name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  nd = H5Sget_simple_extent_ndims(space);
+  npoints = H5Sget_simple_extent_npoints(space);
+  if (nd < 0 || npoints < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: attribute %s: cannot get its shape%s", objname,
+                       name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  if (nd > 1) {
+    status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                       "%s: attribute %s: a scalar or rank-1 attribute "
+                       "expected (%s), found rank %d",
+                       objname, name, expected, nd);
+    goto done;
+  }
+  if (npoints != (hssize_t)n) {
+    status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                       "%s: attribute %s: %d value%s expected (%s), found %lld",
+                       objname, name, n, n == 1 ? "" : "s", expected,
+                       (long long)npoints);
+    goto done;
+  }
+  *type_out = type;
+  type = H5I_INVALID_HID;
+done:
+  h5_close(H5Sclose, &space, &status, fn, path);
+  h5_close(H5Tclose, &type, &status, fn, path);
+  return status;
+}
+
+/* Reads float attribute 'name' of 'obj' holding exactly n (1..3) values as
+ * doubles. *present says whether it was there (absent is an error only when
+ * 'required'); 'out' is written only when present. */
+static clara_status read_double_attr(const char *fn, const char *path,
+                                     hid_t obj, const char *objname,
+                                     const char *name, int n,
+                                     const char *expected, int required,
+                                     double *out, int *present) {
+  clara_status status;
+  hid_t attr = H5I_INVALID_HID, type = H5I_INVALID_HID;
+  double values[3];
+  char detail[256];
+
+  *present = 0;
+  status = open_attr(fn, path, obj, objname, name, required, expected, &attr);
+  if (status != CLARA_OK || attr < 0)
+    goto done;
+  status =
+      check_attr(fn, path, attr, objname, name, H5T_FLOAT, n, expected, &type);
+  if (status != CLARA_OK)
+    goto done;
+  if (H5Aread(attr, H5T_NATIVE_DOUBLE, values) < 0) {
+    status =
+        file_fail(CLARA_ERR_IO, fn, path, "%s: attribute %s: reading failed%s",
+                  objname, name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  memcpy(out, values, (size_t)n * sizeof *out);
+  *present = 1;
+done:
+  h5_close(H5Tclose, &type, &status, fn, path);
+  h5_close(H5Aclose, &attr, &status, fn, path);
+  return status;
+}
+
+/* Reads string attribute 'name' (variable- or fixed-length, one string)
+ * into a malloc'ed string (*out; free() it). Absent and not required:
+ * CLARA_OK with *out NULL. */
+static clara_status read_string_attr(const char *fn, const char *path,
+                                     hid_t obj, const char *objname,
+                                     const char *name, int required,
+                                     char **out) {
+  clara_status status;
+  hid_t attr = H5I_INVALID_HID, type = H5I_INVALID_HID;
+  hid_t mem = H5I_INVALID_HID;
+  H5T_cset_t cset;
+  char detail[256];
+  char *text = NULL;
+  htri_t vl;
+
+  *out = NULL;
+  status = open_attr(fn, path, obj, objname, name, required, "a string", &attr);
+  if (status != CLARA_OK || attr < 0)
+    goto done;
+  status = check_attr(fn, path, attr, objname, name, H5T_STRING, 1,
+                      "one string", &type);
+  if (status != CLARA_OK)
+    goto done;
+  cset = H5Tget_cset(type);
+  vl = H5Tis_variable_str(type);
+  mem = H5Tcopy(H5T_C_S1);
+  /* HDF5 converts no character sets: read in the file's own. */
+  if (cset < 0 || vl < 0 || mem < 0 || H5Tset_cset(mem, cset) < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: attribute %s: cannot set up the string type%s",
+                       objname, name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  if (vl > 0) {
+    char *vs = NULL;
+    if (H5Tset_size(mem, H5T_VARIABLE) < 0 || H5Aread(attr, mem, &vs) < 0) {
+      status = file_fail(CLARA_ERR_IO, fn, path,
+                         "%s: attribute %s: reading failed%s", objname, name,
+                         h5_detail(detail, sizeof detail));
+      goto done;
+    }
+    size_t len = vs ? strlen(vs) : 0;
+    text = malloc(len + 1);
+    if (text) {
+      if (len)
+        memcpy(text, vs, len);
+      text[len] = '\0';
+    }
+    if (vs && H5free_memory(vs) < 0 && text) {
+      status = file_fail(CLARA_ERR_IO, fn, path,
+                         "%s: attribute %s: cannot free HDF5's copy%s", objname,
+                         name, h5_detail(detail, sizeof detail));
+      goto done;
+    }
+  } else {
+    size_t size = H5Tget_size(type);
+    if (size == 0) {
+      status = file_fail(CLARA_ERR_IO, fn, path,
+                         "%s: attribute %s: cannot get the string size%s",
+                         objname, name, h5_detail(detail, sizeof detail));
+      goto done;
+    }
+    if (size > MAX_STRING_ATTR) {
+      status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                         "%s: attribute %s: a string of at most %d bytes "
+                         "expected, found %zu",
+                         objname, name, MAX_STRING_ATTR, size);
+      goto done;
+    }
+    text = malloc(size + 1);
+    if (text) {
+      if (H5Tset_size(mem, size + 1) < 0 ||
+          H5Tset_strpad(mem, H5T_STR_NULLTERM) < 0 ||
+          H5Aread(attr, mem, text) < 0) {
+        status = file_fail(CLARA_ERR_IO, fn, path,
+                           "%s: attribute %s: reading failed%s", objname, name,
+                           h5_detail(detail, sizeof detail));
+        goto done;
+      }
+      text[size] = '\0';
+      if (H5Tget_strpad(type) == H5T_STR_SPACEPAD) {
+        size_t len = strlen(text);
+        while (len > 0 && text[len - 1] == ' ')
+          text[--len] = '\0';
+      }
+    }
+  }
+  if (!text) {
+    status =
+        file_fail(CLARA_ERR_OUT_OF_MEMORY, fn, path,
+                  "%s: attribute %s: cannot allocate its copy", objname, name);
+    goto done;
+  }
+  *out = text;
+  text = NULL;
+done:
+  free(text);
+  h5_close(H5Tclose, &mem, &status, fn, path);
+  h5_close(H5Tclose, &type, &status, fn, path);
+  h5_close(H5Aclose, &attr, &status, fn, path);
+  return status;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing helpers                                                           */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/* Creates an empty new file "<path>.tmpXXXXXX" beside 'path' (O_EXCL, mode
+ * 0666 less the umask, as the final file should have) and returns its
+ * malloc'ed name. */
+static clara_status create_temp(const char *fn, const char *path,
+                                char **tmp_out) {
+  static const char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  static uint64_t counter; /* under h5_mutex */
+  size_t len = strlen(path);
+  struct timespec ts;
+  char *tmp;
+  int err = 0;
+
+  tmp = malloc(len + sizeof ".tmpXXXXXX");
+  if (!tmp)
+    return file_fail(CLARA_ERR_OUT_OF_MEMORY, fn, path,
+                     "cannot allocate the temporary file name");
+  memcpy(tmp, path, len);
+  memcpy(tmp + len, ".tmp", 4);
+  (void)clock_gettime(CLOCK_REALTIME, &ts);
+  for (int attempt = 0; attempt < 100; attempt++) {
+    uint64_t r = mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^
+                       ((uint64_t)getpid() << 40) ^ (++counter * 7919u) ^
+                       (uint64_t)(uintptr_t)tmp);
+    int fd;
+    for (size_t i = 0; i < 6; i++) {
+      tmp[len + 4 + i] = alphabet[r % (sizeof alphabet - 1)];
+      r /= sizeof alphabet - 1;
+    }
+    tmp[len + 10] = '\0';
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd >= 0) {
+      (void)close(fd);
+      *tmp_out = tmp;
+      return CLARA_OK;
+    }
+    err = errno;
+    if (err != EEXIST)
+      break;
+  }
+  free(tmp);
+  return file_fail(CLARA_ERR_IO, fn, path, "cannot create a file there: %s",
+                   strerror(err));
+}
+
+/* Flushes the finished temporary file to disk and renames it to 'path'. */
+static clara_status commit_temp(const char *fn, const char *path,
+                                const char *tmp) {
+  int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fsync(fd) != 0) {
+    int err = errno;
+    if (fd >= 0)
+      (void)close(fd);
+    return file_fail(CLARA_ERR_IO, fn, path, "cannot flush %s: %s", tmp,
+                     strerror(err));
+  }
+  (void)close(fd);
+  if (rename(tmp, path) != 0)
+    return file_fail(CLARA_ERR_IO, fn, path,
+                     "cannot rename the finished %s into place: %s", tmp,
+                     strerror(errno));
+  return CLARA_OK;
+}
+
+/* Creates the (truncated) HDF5 file 'tmp'. */
+static clara_status create_h5(const char *fn, const char *path, const char *tmp,
+                              hid_t *out) {
+  clara_status status = CLARA_OK;
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  char detail[256];
+  if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "cannot set up a file access property list%s",
+                       h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  *out = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  if (*out < 0)
+    status = file_fail(CLARA_ERR_IO, fn, path, "cannot create HDF5 file %s%s",
+                       tmp, h5_detail(detail, sizeof detail));
+done:
+  h5_close(H5Pclose, &fapl, &status, fn, path);
+  return status;
+}
+
+/* Writes float64 attribute 'name' of n values (scalar when n == 1). */
+static clara_status write_double_attr(const char *fn, const char *path,
+                                      hid_t obj, const char *objname,
+                                      const char *name, int n,
+                                      const double *values) {
+  clara_status status = CLARA_OK;
+  hid_t space = H5I_INVALID_HID, attr = H5I_INVALID_HID;
+  hsize_t dim = (hsize_t)n;
+  char detail[256];
+
+  space = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dim, NULL);
+  if (space < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: attribute %s: cannot create its dataspace%s",
+                       objname, name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  attr = H5Acreate2(obj, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+  if (attr < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: attribute %s: cannot create it%s", objname, name,
+                       h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  if (H5Awrite(attr, H5T_NATIVE_DOUBLE, values) < 0)
+    status =
+        file_fail(CLARA_ERR_IO, fn, path, "%s: attribute %s: writing failed%s",
+                  objname, name, h5_detail(detail, sizeof detail));
+done:
+  h5_close(H5Aclose, &attr, &status, fn, path);
+  h5_close(H5Sclose, &space, &status, fn, path);
+  return status;
+}
+
+/* Writes a scalar variable-length UTF-8 string attribute (what h5py writes
+ * for a Python str, and reads back as one). */
+static clara_status write_string_attr(const char *fn, const char *path,
+                                      hid_t obj, const char *objname,
+                                      const char *name, const char *value) {
+  clara_status status = CLARA_OK;
+  hid_t type = H5I_INVALID_HID, space = H5I_INVALID_HID;
+  hid_t attr = H5I_INVALID_HID;
+  char detail[256];
+
+  type = H5Tcopy(H5T_C_S1);
+  if (type < 0 || H5Tset_size(type, H5T_VARIABLE) < 0 ||
+      H5Tset_cset(type, H5T_CSET_UTF8) < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: attribute %s: cannot set up the string type%s",
+                       objname, name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  space = H5Screate(H5S_SCALAR);
+  if (space < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: attribute %s: cannot create its dataspace%s",
+                       objname, name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+  if (attr < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: attribute %s: cannot create it%s", objname, name,
+                       h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  if (H5Awrite(attr, type, &value) < 0)
+    status =
+        file_fail(CLARA_ERR_IO, fn, path, "%s: attribute %s: writing failed%s",
+                  objname, name, h5_detail(detail, sizeof detail));
+done:
+  h5_close(H5Aclose, &attr, &status, fn, path);
+  h5_close(H5Sclose, &space, &status, fn, path);
+  h5_close(H5Tclose, &type, &status, fn, path);
+  return status;
+}
+
+/* Writes a contiguous float32 dataset 'name' (absolute) and hands back the
+ * open dataset in *out for its attributes (the caller closes it). */
+static clara_status write_float_dataset(const char *fn, const char *path,
+                                        hid_t fid, const char *name, int rank,
+                                        const hsize_t *dims, const float *data,
+                                        hid_t *out) {
+  clara_status status = CLARA_OK;
+  hid_t space = H5I_INVALID_HID, dcpl = H5I_INVALID_HID;
+  hid_t dset = H5I_INVALID_HID;
+  char detail[256];
+
+  space = H5Screate_simple(rank, dims, NULL);
+  if (space < 0) {
+    status =
+        file_fail(CLARA_ERR_IO, fn, path, "%s: cannot create its dataspace%s",
+                  name, h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  /* Plain contiguous storage; no fill pass, since all of it is written. */
+  dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  if (dcpl < 0 || H5Pset_layout(dcpl, H5D_CONTIGUOUS) < 0 ||
+      H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path,
+                       "%s: cannot set up its creation property list%s", name,
+                       h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  dset = H5Dcreate2(fid, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl,
+                    H5P_DEFAULT);
+  if (dset < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot create it%s", name,
+                       h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  if (H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) <
+      0) {
+    status = file_fail(CLARA_ERR_IO, fn, path, "%s: writing failed%s", name,
+                       h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  *out = dset;
+  dset = H5I_INVALID_HID;
+done:
+  h5_close(H5Dclose, &dset, &status, fn, path);
+  h5_close(H5Pclose, &dcpl, &status, fn, path);
+  h5_close(H5Sclose, &space, &status, fn, path);
+  return status;
+}
+
+/* Writes an image dataset 'name' ([nz][ny][nx]) with voxel_size and center
+ * ([z, y, x], mm) and, if units is not NULL, units. */
+static clara_status write_volume(const char *fn, const char *path, hid_t fid,
+                                 const char *name, const clara_volume *vol,
+                                 const float *data, const char *units) {
+  clara_status status;
+  hid_t dset = H5I_INVALID_HID;
+  hsize_t dims[3];
+  double voxel_zyx[3], center_zyx[3];
+
+  dims[0] = (hsize_t)vol->nz;
+  dims[1] = (hsize_t)vol->ny;
+  dims[2] = (hsize_t)vol->nx;
+  for (int i = 0; i < 3; i++) {
+    voxel_zyx[i] = vol->voxel[2 - i];
+    center_zyx[i] = vol->center[2 - i];
+  }
+  status = write_float_dataset(fn, path, fid, name, 3, dims, data, &dset);
+  if (status == CLARA_OK)
+    status =
+        write_double_attr(fn, path, dset, name, "voxel_size", 3, voxel_zyx);
+  if (status == CLARA_OK)
+    status = write_double_attr(fn, path, dset, name, "center", 3, center_zyx);
+  if (status == CLARA_OK && units)
+    status = write_string_attr(fn, path, dset, name, "units", units);
+  h5_close(H5Dclose, &dset, &status, fn, path);
+  return status;
+}
+
+/* Checks a volume given to a writer: sizes, overflow, voxel and centre. */
+static clara_status check_volume_arg(const char *fn, const char *arg,
+                                     const clara_volume *vol) {
+  static const char axis[3] = {'x', 'y', 'z'};
+  const int n[3] = {vol->nx, vol->ny, vol->nz};
+  size_t count;
+  for (int i = 0; i < 3; i++)
+    if (n[i] <= 0)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: %s->n%c: must be > 0, got %d", fn, arg, axis[i],
+                        n[i]);
+  if (clara_size_mul3((size_t)n[0], (size_t)n[1], (size_t)n[2], &count) != 0 ||
+      count > SIZE_MAX / sizeof(float))
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "%s: %s: %d x %d x %d voxels overflow the address space",
+                      fn, arg, n[0], n[1], n[2]);
+  for (int i = 0; i < 3; i++) {
+    if (!isfinite(vol->voxel[i]) || vol->voxel[i] <= 0)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: %s->voxel[%d] (%c): must be finite and > 0, got "
+                        "%g",
+                        fn, arg, i, axis[i], vol->voxel[i]);
+    if (!isfinite(vol->center[i]))
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: %s->center[%d] (%c): must be finite, got %g", fn,
+                        arg, i, axis[i], vol->center[i]);
+  }
+  return CLARA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* CT input files                                                            */
+/* ------------------------------------------------------------------------ */
+
+static clara_status ct_read_locked(const char *path, clara_ct_geometry *geom,
+                                   float **angles_out, float **proj_out) {
+  static const char fn[] = "clara_ct_file_read";
+  clara_status status;
+  hid_t fid = H5I_INVALID_HID, grp = H5I_INVALID_HID;
+  hid_t dproj = H5I_INVALID_HID, dang = H5I_INVALID_HID;
+  clara_ct_geometry g;
+  float *angles = NULL, *proj = NULL;
+  char *kind = NULL;
+  int pdims[3], adims[1], present;
+  size_t pcount, acount;
+  char prefix[512];
+
+  memset(&g, 0, sizeof g);
+  status = open_for_read(fn, path, &fid);
+  if (status != CLARA_OK)
+    goto done;
+  status = open_object(fn, path, fid, "/ct", H5I_GROUP,
+                       "the group of a CT input file", &grp);
+  if (status != CLARA_OK)
+    goto done;
+
+  /* attributes of /ct */
+  status = read_string_attr(fn, path, grp, "/ct", "geometry", 1, &kind);
+  if (status != CLARA_OK)
+    goto done;
+  if (clara_geometry_parse(kind, &g.kind) != CLARA_OK) {
+    status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                       "/ct: attribute geometry: parallel, fan-flat, fan-arc "
+                       "or cone expected, found \"%s\"",
+                       kind);
+    goto done;
+  }
+  status = read_double_attr(fn, path, grp, "/ct", "det_spacing", 2,
+                            "[row, col]", 1, g.det_spacing, &present);
+  if (status != CLARA_OK)
+    goto done;
+  status = read_double_attr(fn, path, grp, "/ct", "det_offset", 2, "[row, col]",
+                            0, g.det_offset, &present);
+  if (status != CLARA_OK)
+    goto done;
+  {
+    static const char *const names[2] = {"source_to_iso", "source_to_detector"};
+    double *fields[2];
+    fields[0] = &g.source_to_iso;
+    fields[1] = &g.source_to_detector;
+    for (int i = 0; i < 2; i++) {
+      int divergent = g.kind != CLARA_GEOM_PARALLEL;
+      status =
+          read_double_attr(fn, path, grp, "/ct", names[i], 1,
+                           "a distance in mm", divergent, fields[i], &present);
+      if (status != CLARA_OK)
+        goto done;
+      /* clara_geometry_check looks at these for divergent beams only */
+      if (present && !divergent && !isfinite(*fields[i])) {
+        status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                           "/ct: attribute %s: must be finite, found %g",
+                           names[i], *fields[i]);
+        goto done;
+      }
+    }
+  }
+
+  /* shapes first, data once everything agrees */
+  status = open_object(fn, path, fid, "/ct/projections", H5I_DATASET,
+                       "a float32 dataset [views][rows][cols]", &dproj);
+  if (status != CLARA_OK)
+    goto done;
+  status = check_float_dataset(fn, path, "/ct/projections", dproj, 3,
+                               "[views][rows][cols]", pdims, &pcount);
+  if (status != CLARA_OK)
+    goto done;
+  status = open_object(fn, path, fid, "/ct/angles", H5I_DATASET,
+                       "a float32 dataset [views]", &dang);
+  if (status != CLARA_OK)
+    goto done;
+  status = check_float_dataset(fn, path, "/ct/angles", dang, 1, "[views]",
+                               adims, &acount);
+  if (status != CLARA_OK)
+    goto done;
+  if (adims[0] != pdims[0]) {
+    status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                       "/ct/angles: %d values expected (one per view), found "
+                       "%d",
+                       pdims[0], adims[0]);
+    goto done;
+  }
+  g.views = pdims[0];
+  g.rows = pdims[1];
+  g.cols = pdims[2];
+
+  status = read_float_data(fn, path, "/ct/angles", dang, acount, &angles);
+  if (status != CLARA_OK)
+    goto done;
+  g.angles = angles;
+  if (clara_geometry_check(&g) != CLARA_OK) {
+    snprintf(prefix, sizeof prefix, "%s: %s: /ct", fn, path);
+    status = clara_fail_context(CLARA_ERR_FORMAT, prefix);
+    goto done;
+  }
+  status = read_float_data(fn, path, "/ct/projections", dproj, pcount, &proj);
+done:
+  h5_close(H5Dclose, &dang, &status, fn, path);
+  h5_close(H5Dclose, &dproj, &status, fn, path);
+  h5_close(H5Gclose, &grp, &status, fn, path);
+  h5_close(H5Fclose, &fid, &status, fn, path);
+  if (status == CLARA_OK) { /* outputs only once nothing can fail */
+    *geom = g;
+    *angles_out = angles;
+    *proj_out = proj;
+    angles = NULL;
+    proj = NULL;
+  }
+  free(kind);
+  clara_aligned_free(proj);
+  clara_aligned_free(angles);
+  return status;
+}
+
+CLARA_API clara_status clara_ct_file_read(const char *path,
+                                          clara_ct_geometry *geom,
+                                          float **angles_out,
+                                          float **projections_out) {
+  static const char fn[] = "clara_ct_file_read";
+  clara_status status;
+  if (!path || !geom || !angles_out || !projections_out)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: %s is NULL", fn,
+                      !path         ? "path"
+                      : !geom       ? "geom"
+                      : !angles_out ? "angles_out"
+                                    : "projections_out");
+  if (!path[0])
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: path is empty", fn);
+  if ((void *)angles_out == (void *)projections_out)
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "%s: angles_out and projections_out are the same "
+                      "pointer",
+                      fn);
+  h5_lock();
+  status = ct_read_locked(path, geom, angles_out, projections_out);
+  h5_unlock();
+  return status;
+}
+
+static clara_status ct_write_locked(const char *path,
+                                    const clara_ct_geometry *geom,
+                                    const float *projections,
+                                    const clara_volume *truth_vol,
+                                    const float *truth) {
+  static const char fn[] = "clara_ct_file_write";
+  clara_status status;
+  hid_t fid = H5I_INVALID_HID, grp = H5I_INVALID_HID;
+  hid_t dset = H5I_INVALID_HID;
+  hsize_t pdims[3], adims[1];
+  char *tmp = NULL;
+  char detail[256];
+  int divergent = geom->kind != CLARA_GEOM_PARALLEL;
+
+  status = create_temp(fn, path, &tmp);
+  if (status != CLARA_OK)
+    goto done;
+  status = create_h5(fn, path, tmp, &fid);
+  if (status != CLARA_OK)
+    goto done;
+  grp = H5Gcreate2(fid, "/ct", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (grp < 0) {
+    status = file_fail(CLARA_ERR_IO, fn, path, "/ct: cannot create it%s",
+                       h5_detail(detail, sizeof detail));
+    goto done;
+  }
+  status = write_string_attr(fn, path, grp, "/ct", "geometry",
+                             clara_geometry_name(geom->kind));
+  if (status == CLARA_OK)
+    status = write_double_attr(fn, path, grp, "/ct", "det_spacing", 2,
+                               geom->det_spacing);
+  if (status == CLARA_OK)
+    status = write_double_attr(fn, path, grp, "/ct", "det_offset", 2,
+                               geom->det_offset);
+  /* Parallel beams ignore the distances: keep them only when finite. */
+  if (status == CLARA_OK && (divergent || isfinite(geom->source_to_iso)))
+    status = write_double_attr(fn, path, grp, "/ct", "source_to_iso", 1,
+                               &geom->source_to_iso);
+  if (status == CLARA_OK && (divergent || isfinite(geom->source_to_detector)))
+    status = write_double_attr(fn, path, grp, "/ct", "source_to_detector", 1,
+                               &geom->source_to_detector);
+  if (status != CLARA_OK)
+    goto done;
+
+  pdims[0] = (hsize_t)geom->views;
+  pdims[1] = (hsize_t)geom->rows;
+  pdims[2] = (hsize_t)geom->cols;
+  status = write_float_dataset(fn, path, fid, "/ct/projections", 3, pdims,
+                               projections, &dset);
+  if (status != CLARA_OK)
+    goto done;
+  h5_close(H5Dclose, &dset, &status, fn, path);
+  if (status != CLARA_OK)
+    goto done;
+  adims[0] = (hsize_t)geom->views;
+  status = write_float_dataset(fn, path, fid, "/ct/angles", 1, adims,
+                               geom->angles, &dset);
+  if (status != CLARA_OK)
+    goto done;
+  h5_close(H5Dclose, &dset, &status, fn, path);
+  if (status != CLARA_OK)
+    goto done;
+  if (truth) {
+    status = write_volume(fn, path, fid, "/truth", truth_vol, truth, NULL);
+    if (status != CLARA_OK)
+      goto done;
+  }
+
+  /* close before renaming: H5Fclose is what completes the file */
+  h5_close(H5Gclose, &grp, &status, fn, path);
+  h5_close(H5Fclose, &fid, &status, fn, path);
+  if (status == CLARA_OK)
+    status = commit_temp(fn, path, tmp);
+done:
+  h5_close(H5Dclose, &dset, &status, fn, path);
+  h5_close(H5Gclose, &grp, &status, fn, path);
+  h5_close(H5Fclose, &fid, &status, fn, path);
+  if (tmp && status != CLARA_OK)
+    (void)unlink(tmp);
+  free(tmp);
+  return status;
+}
+
+CLARA_API clara_status clara_ct_file_write(const char *path,
+                                           const clara_ct_geometry *geom,
+                                           const float *projections,
+                                           const clara_volume *truth_vol,
+                                           const float *truth) {
+  static const char fn[] = "clara_ct_file_write";
+  clara_status status;
+  if (!path || !geom || !projections)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: %s is NULL", fn,
+                      !path   ? "path"
+                      : !geom ? "geom"
+                              : "projections");
+  if (!path[0])
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: path is empty", fn);
+  if (clara_geometry_check(geom) != CLARA_OK)
+    return clara_fail_context(CLARA_ERR_INVALID_ARG, fn);
+  if (truth) {
+    if (!truth_vol)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: truth_vol is NULL while truth is not", fn);
+    status = check_volume_arg(fn, "truth_vol", truth_vol);
+    if (status != CLARA_OK)
+      return status;
+  }
+  h5_lock();
+  status = ct_write_locked(path, geom, projections, truth_vol, truth);
+  h5_unlock();
+  return status;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Image files                                                               */
+/* ------------------------------------------------------------------------ */
+
+static clara_status image_write_locked(const char *path,
+                                       const clara_volume *vol,
+                                       const float *image, const char *units) {
+  static const char fn[] = "clara_image_file_write";
+  clara_status status;
+  hid_t fid = H5I_INVALID_HID;
+  char *tmp = NULL;
+
+  status = create_temp(fn, path, &tmp);
+  if (status != CLARA_OK)
+    goto done;
+  status = create_h5(fn, path, tmp, &fid);
+  if (status != CLARA_OK)
+    goto done;
+  status = write_volume(fn, path, fid, "/image", vol, image, units);
+  if (status != CLARA_OK)
+    goto done;
+  h5_close(H5Fclose, &fid, &status, fn, path);
+  if (status == CLARA_OK)
+    status = commit_temp(fn, path, tmp);
+done:
+  h5_close(H5Fclose, &fid, &status, fn, path);
+  if (tmp && status != CLARA_OK)
+    (void)unlink(tmp);
+  free(tmp);
+  return status;
+}
+
+CLARA_API clara_status clara_image_file_write(const char *path,
+                                              const clara_volume *vol,
+                                              const float *image,
+                                              const char *units) {
+  static const char fn[] = "clara_image_file_write";
+  clara_status status;
+  if (!path || !vol || !image)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: %s is NULL", fn,
+                      !path  ? "path"
+                      : !vol ? "vol"
+                             : "image");
+  if (!units)
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "%s: units is NULL (pass \"\" for none)", fn);
+  if (!path[0])
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: path is empty", fn);
+  status = check_volume_arg(fn, "vol", vol);
+  if (status != CLARA_OK)
+    return status;
+  h5_lock();
+  status = image_write_locked(path, vol, image, units);
+  h5_unlock();
+  return status;
+}
+
+static clara_status image_read_locked(const char *path, const char *dataset,
+                                      clara_volume *vol, float **image_out,
+                                      char *units, size_t units_len) {
+  static const char fn[] = "clara_image_file_read";
+  clara_status status;
+  hid_t fid = H5I_INVALID_HID, dset = H5I_INVALID_HID;
+  double voxel[3], center[3] = {0, 0, 0};
+  float *data = NULL;
+  char *text = NULL;
+  int dims[3], present;
+  size_t count;
+
+  status = open_for_read(fn, path, &fid);
+  if (status != CLARA_OK)
+    goto done;
+  status = open_object(fn, path, fid, dataset, H5I_DATASET,
+                       "a float32 dataset [nz][ny][nx]", &dset);
+  if (status != CLARA_OK)
+    goto done;
+  status = check_float_dataset(fn, path, dataset, dset, 3, "[nz][ny][nx]", dims,
+                               &count);
+  if (status != CLARA_OK)
+    goto done;
+  status = read_double_attr(fn, path, dset, dataset, "voxel_size", 3,
+                            "[z, y, x] in mm", 1, voxel, &present);
+  if (status != CLARA_OK)
+    goto done;
+  status = read_double_attr(fn, path, dset, dataset, "center", 3,
+                            "[z, y, x] in mm", 0, center, &present);
+  if (status != CLARA_OK)
+    goto done;
+  for (int i = 0; i < 3; i++) {
+    if (!isfinite(voxel[i]) || voxel[i] <= 0) {
+      status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                         "%s: attribute voxel_size: finite values > 0 "
+                         "expected, found [%g, %g, %g]",
+                         dataset, voxel[0], voxel[1], voxel[2]);
+      goto done;
+    }
+    if (!isfinite(center[i])) {
+      status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                         "%s: attribute center: finite values expected, "
+                         "found [%g, %g, %g]",
+                         dataset, center[0], center[1], center[2]);
+      goto done;
+    }
+  }
+  status = read_string_attr(fn, path, dset, dataset, "units", 0, &text);
+  if (status != CLARA_OK)
+    goto done;
+  status = read_float_data(fn, path, dataset, dset, count, &data);
+done:
+  h5_close(H5Dclose, &dset, &status, fn, path);
+  h5_close(H5Fclose, &fid, &status, fn, path);
+  if (status == CLARA_OK) { /* outputs only once nothing can fail */
+    vol->nz = dims[0];
+    vol->ny = dims[1];
+    vol->nx = dims[2];
+    for (int i = 0; i < 3; i++) {
+      vol->voxel[i] = voxel[2 - i];
+      vol->center[i] = center[2 - i];
+    }
+    if (units) {
+      size_t len = text ? strlen(text) : 0;
+      if (len > units_len - 1)
+        len = units_len - 1;
+      if (len)
+        memcpy(units, text, len);
+      units[len] = '\0';
+    }
+    *image_out = data;
+    data = NULL;
+  }
+  clara_aligned_free(data);
+  free(text);
+  return status;
+}
+
+CLARA_API clara_status clara_image_file_read(const char *path,
+                                             const char *dataset,
+                                             clara_volume *vol,
+                                             float **image_out, char *units,
+                                             size_t units_len) {
+  static const char fn[] = "clara_image_file_read";
+  clara_status status;
+  if (!path || !dataset || !vol || !image_out)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: %s is NULL", fn,
+                      !path      ? "path"
+                      : !dataset ? "dataset"
+                      : !vol     ? "vol"
+                                 : "image_out");
+  if (!path[0])
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: path is empty", fn);
+  if (!dataset[0])
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "%s: dataset is empty (expected e.g. \"/image\" or "
+                      "\"/truth\")",
+                      fn);
+  if (units && units_len == 0)
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "%s: units_len: must be > 0 when units is not NULL", fn);
+  h5_lock();
+  status = image_read_locked(path, dataset, vol, image_out, units, units_len);
+  h5_unlock();
+  return status;
+}
