@@ -23,7 +23,7 @@ typedef struct ellipsoid_prep {
   double m00, m01, m10, m11; /* x and y rows of M */
   double ic;                 /* 1/c (3D only) */
   double rxy;                /* max(a, b): radius of a disc holding it in xy */
-  double hx, hy, hz;         /* half extents of its bounding box */
+  double hy, hz;             /* half extents of its bounding box in y, z */
 } ellipsoid_prep;
 
 struct clara_phantom_s {
@@ -42,13 +42,12 @@ struct clara_phantom_s {
  * -0.2 and 0.1 (x6) of P. Toft, "The Radon Transform: Theory and
  * Implementation", PhD thesis, Technical University of Denmark (1996),
  * replacing the original 2, -0.98, -0.02, -0.02 and 0.01 (x6).
- * 3D: the ellipsoid extension of the same table (A. C. Kak and M. Slaney,
- * "Principles of Computerized Tomographic Imaging", IEEE Press 1988,
- * section 3.6, introduced a 3D head phantom of ellipsoids); the c and z0
- * values below are the widely distributed "modified Shepp-Logan" 3D set,
- * which keeps the 2D x, y, a, b and phi unchanged. Kak and Slaney's own
- * printed table differs in c and z0 (e.g. c = 0.9 and 0.88 for the two
- * outer ellipsoids).
+ * 3D: the ellipsoid extension of the same table. A. C. Kak and M. Slaney,
+ * "Principles of Computerized Tomographic Imaging", IEEE Press (1988),
+ * chapter 3, give a 3D head phantom of ellipsoids; the c and z0 values below
+ * are the widely distributed "modified Shepp-Logan" 3D set, which keeps the
+ * 2D x0, y0, a, b and phi unchanged. Kak and Slaney's printed table differs
+ * in c and z0 (e.g. c = 0.9 and 0.88 for the two outer ellipsoids).
  * Units: lengths and centres as fractions of the phantom radius, phi in
  * degrees, counter-clockwise about +z.
  */
@@ -124,10 +123,10 @@ static void prepare(int ndim, const clara_ellipsoid *e, ellipsoid_prep *p) {
   p->ic = ndim == 3 ? 1.0 / e->c : 0.0;
   p->rxy = e->a > e->b ? e->a : e->b;
   /* the bounding box of the rotated ellipse, widened by a hair so that
-   * rounding never drops a sample on its edge */
-  p->hx = sqrt(e->a * e->a * cp * cp + e->b * e->b * sp * sp) * (1 + 1e-12);
+   * rounding never drops a sample on its edge (x needs none: rows are cut
+   * exactly) */
   p->hy = sqrt(e->a * e->a * sp * sp + e->b * e->b * cp * cp) * (1 + 1e-12);
-  p->hz = ndim == 3 ? e->c * (1 + 1e-12) : INFINITY;
+  p->hz = ndim == 3 ? e->c * (1 + 1e-12) : (double)INFINITY;
 }
 
 static clara_status build(const char *fn, int ndim, const clara_ellipsoid *e,
