@@ -19,6 +19,7 @@
 
 #define LINE_BATCH 8 /* lines per FFTW call */
 #define ZBLOCK 16    /* cone: slices per back-projection task */
+#define XTILE 64     /* cone: voxels along x per inner sweep */
 
 typedef struct cpu_fbp {
   fftwf_plan r2c, c2r;
@@ -119,6 +120,7 @@ typedef struct job {
   float **in;
   fftwf_complex **spec;
   float **scratch;
+  int **iscratch;
 } job;
 
 /* Filters LINE_BATCH lines (view, row) of the current group. */
@@ -219,9 +221,10 @@ static clara_status bp3d_task(void *arg, size_t index, int worker) {
   const clara_fbp_setup *s = j->s;
   const cpu_fbp *f = j->f;
   const clara_volume *vol = &s->vol;
-  int nzblocks = (vol->nz + ZBLOCK - 1) / ZBLOCK;
-  int iy = (int)(index / (size_t)nzblocks);
-  int zb = (int)(index % (size_t)nzblocks);
+  /* y runs fastest, so consecutive tasks reuse the same band of detector
+   * rows of the group's views from cache */
+  int iy = (int)(index % (size_t)vol->ny);
+  int zb = (int)(index / (size_t)vol->ny);
   int iz0 = zb * ZBLOCK;
   int nzb = vol->nz - iz0 < ZBLOCK ? vol->nz - iz0 : ZBLOCK;
   size_t slice = (size_t)vol->nx * vol->ny;
@@ -231,18 +234,25 @@ static clara_status bp3d_task(void *arg, size_t index, int worker) {
   double z0 = world(iz0, vol->nz, vol->voxel[2], vol->center[2]);
   double vx = vol->voxel[0];
   float cmax = (float)(s->cols + 1), rmax = (float)(s->rows + 1);
-  for (int gv = 0; gv < j->nv; gv++) {
-    int v = j->v0 + gv;
-    double c = s->cos_t[v], sn = s->sin_t[v];
-    const float *view = j->filtered + (size_t)gv * f->h * f->w;
-    double at = vx * c, bt = x0 * c + y * sn;
-    double al = -vx * sn, bl = s->rs - x0 * sn + y * c;
-    clara_bp_rows_cone(out, (long)slice, nzb, view, f->w, vol->nx, (float)at,
-                       (float)bt, (float)al, (float)bl, (float)(s->rd / s->du),
-                       (float)(1.0 - s->u0 / s->du), (float)(s->rd / s->dv),
-                       (float)(1.0 - s->v0 / s->dv), (float)z0,
-                       (float)vol->voxel[2], (float)(s->rs * s->rs), cmax, rmax,
-                       j->scratch[worker]);
+  /* Tiles of XTILE voxels along x keep each view's footprint (a band of
+   * rows times the tile's columns) in L1 across the slices of the block. */
+  for (int ix0 = 0; ix0 < vol->nx; ix0 += XTILE) {
+    int nxt = vol->nx - ix0 < XTILE ? vol->nx - ix0 : XTILE;
+    double xt = x0 + ix0 * vx;
+    for (int gv = 0; gv < j->nv; gv++) {
+      int v = j->v0 + gv;
+      double c = s->cos_t[v], sn = s->sin_t[v];
+      const float *view = j->filtered + (size_t)gv * f->h * f->w;
+      double at = vx * c, bt = xt * c + y * sn;
+      double al = -vx * sn, bl = s->rs - xt * sn + y * c;
+      clara_bp_rows_cone(out + ix0, (long)slice, nzb, view, f->w, nxt,
+                         (float)at, (float)bt, (float)al, (float)bl,
+                         (float)(s->rd / s->du), (float)(1.0 - s->u0 / s->du),
+                         (float)(s->rd / s->dv), (float)(1.0 - s->v0 / s->dv),
+                         (float)z0, (float)vol->voxel[2],
+                         (float)(s->rs * s->rs), cmax, rmax,
+                         j->iscratch[worker], j->scratch[worker]);
+    }
   }
   return CLARA_OK;
 }
@@ -285,7 +295,7 @@ static clara_status cpu_fbp_execute(const clara_context *ctx,
   job j;
   clara_status st = CLARA_OK;
   int ngroups = (s->views + f->group - 1) / f->group;
-  size_t scratch_floats = 4 * (size_t)vol->nx;
+  size_t scratch_floats = 3 * (size_t)vol->nx;
   static const char who[] = "clara_fbp_execute";
 
   memset(&j, 0, sizeof j);
@@ -298,7 +308,8 @@ static clara_status cpu_fbp_execute(const clara_context *ctx,
   j.in = calloc((size_t)nt, sizeof *j.in);
   j.spec = calloc((size_t)nt, sizeof *j.spec);
   j.scratch = calloc((size_t)nt, sizeof *j.scratch);
-  if (!j.filtered || !j.in || !j.spec || !j.scratch) {
+  j.iscratch = calloc((size_t)nt, sizeof *j.iscratch);
+  if (!j.filtered || !j.in || !j.spec || !j.scratch || !j.iscratch) {
     st = clara_fail(CLARA_ERR_OUT_OF_MEMORY, "%s: scratch buffers", who);
     goto done;
   }
@@ -307,7 +318,8 @@ static clara_status cpu_fbp_execute(const clara_context *ctx,
     j.spec[t] =
         fftwf_malloc(sizeof(fftwf_complex) * (size_t)f->nspec * LINE_BATCH);
     j.scratch[t] = clara_aligned_alloc(scratch_floats * sizeof(float));
-    if (!j.in[t] || !j.spec[t] || !j.scratch[t]) {
+    j.iscratch[t] = clara_aligned_alloc((size_t)vol->nx * sizeof(int));
+    if (!j.in[t] || !j.spec[t] || !j.scratch[t] || !j.iscratch[t]) {
       st = clara_fail(CLARA_ERR_OUT_OF_MEMORY, "%s: per-thread buffers", who);
       goto done;
     }
@@ -350,6 +362,10 @@ done:
   if (j.scratch)
     for (int t = 0; t < nt; t++)
       clara_aligned_free(j.scratch[t]);
+  if (j.iscratch)
+    for (int t = 0; t < nt; t++)
+      clara_aligned_free(j.iscratch[t]);
+  free(j.iscratch);
   free(j.in);
   free(j.spec);
   free(j.scratch);

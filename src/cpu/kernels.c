@@ -87,11 +87,11 @@ void clara_bp_rows_cone(float *restrict out, long zstride, int nzb,
                         const float *restrict proj, int w, int nx, float at,
                         float bt, float al, float bl, float ku, float cu0,
                         float kv, float rv0, float z0, float dz, float rs2,
-                        float cmax, float rmax, float *restrict scratch) {
-  int *restrict col = (int *)scratch;
-  float *restrict fu = scratch + nx;
-  float *restrict wt = scratch + 2 * nx;
-  float *restrict kl = scratch + 3 * nx;
+                        float cmax, float rmax, int *restrict col,
+                        float *restrict scratch) {
+  float *restrict fu = scratch;
+  float *restrict wt = scratch + nx;
+  float *restrict kl = scratch + 2 * nx;
   /* What does not depend on z: the column, its fraction, the weight and
    * kv / L, once per voxel column for all nzb slices. */
   for (int ix = 0; ix < nx; ix++) {
@@ -111,9 +111,9 @@ void clara_bp_rows_cone(float *restrict out, long zstride, int nzb,
       float r = clampf(z * kl[ix] + rv0, rmax);
       int r0 = (int)r;
       float fv = r - (float)r0;
-      const float *p = proj + (r0 * w + col[ix]);
-      float top = p[0] + fu[ix] * (p[1] - p[0]);
-      float bot = p[w] + fu[ix] * (p[w + 1] - p[w]);
+      int k = r0 * w + col[ix];
+      float top = proj[k] + fu[ix] * (proj[k + 1] - proj[k]);
+      float bot = proj[k + w] + fu[ix] * (proj[k + w + 1] - proj[k + w]);
       o[ix] += wt[ix] * (top + fv * (bot - top));
     }
   }

@@ -30,11 +30,12 @@ void clara_bp_row_fan_arc(float *restrict out, const float *restrict line,
  * in 'out'): for voxel ix, t and L as for the flat fan, column
  * c = t*ku/L + cu0, row r = z*kv/L + rv0 with z = z0 + iz*dz; bilinear
  * interpolation in the padded view 'proj' (width w, cmax/rmax the clamp
- * limits); weight rs2 / L^2. 'scratch' holds 4*nx floats. */
+ * limits); weight rs2 / L^2. 'col' holds nx ints and 'scratch' 3*nx floats. */
 void clara_bp_rows_cone(float *restrict out, long zstride, int nzb,
                         const float *restrict proj, int w, int nx, float at,
                         float bt, float al, float bl, float ku, float cu0,
                         float kv, float rv0, float z0, float dz, float rs2,
-                        float cmax, float rmax, float *restrict scratch);
+                        float cmax, float rmax, int *restrict col,
+                        float *restrict scratch);
 
 #endif
