@@ -188,7 +188,10 @@ CLARA_API clara_status clara_backend_parse(const char *name,
  *
  * Rows: for CONE the rows are detector rows. For PARALLEL, FAN_FLAT and
  * FAN_ARC, rows > 1 is a batch of independent 2D sinograms (multi-slice):
- * row r reconstructs slice iz = r, and the volume's nz must equal rows.
+ * row r lies in the plane z = v_r (its row coordinate above) and
+ * reconstructs slice iz = r, so the volume's nz must equal rows; set the
+ * volume's z spacing and centre to det_spacing[0] and det_offset[0] for the
+ * slices' world z to match.
  */
 typedef enum clara_geometry_kind {
   CLARA_GEOM_PARALLEL = 0,
@@ -388,10 +391,13 @@ typedef struct clara_ellipsoid {
 
 typedef struct clara_phantom_s clara_phantom;
 
-/* The modified Shepp-Logan phantom (Toft's higher-contrast values), in 2D
- * (ndim = 2, ellipses) or 3D (ndim = 3, ellipsoids), scaled so that the
- * unit square [-1, 1] maps to [-radius, radius] mm, and its densities
- * multiplied by 'scale' (e.g. 0.02 to get mu near water's, in 1/mm). */
+/* The modified Shepp-Logan phantom (Toft's higher-contrast densities 1,
+ * -0.8, -0.2, -0.2, 0.1 ...), in 2D (ndim = 2, ellipses) or 3D (ndim = 3,
+ * the widely circulated modified 3D ellipsoid set, not Kak & Slaney's
+ * printed table), scaled so that [-1, 1] maps to [-radius, radius] mm and
+ * its densities multiplied by 'scale' (e.g. 0.02 for mu near water's, in
+ * 1/mm). The tables are in src/ct/phantom.c. *out is NULL on failure. The
+ * phantom functions use all online cores and take no context. */
 CLARA_API clara_status clara_phantom_shepp_logan(int ndim, double radius,
                                                  double scale,
                                                  clara_phantom **out);
@@ -401,13 +407,15 @@ CLARA_API clara_status clara_phantom_create(int ndim, const clara_ellipsoid *e,
 CLARA_API void clara_phantom_destroy(clara_phantom *ph);
 
 /* Rasterises the phantom on 'vol': each voxel gets the mean over
- * supersample^ndim point samples (supersample >= 1). */
+ * supersample^ndim point samples (1 <= supersample <= 64). */
 CLARA_API clara_status clara_phantom_rasterize(const clara_phantom *ph,
                                                const clara_volume *vol,
                                                int supersample, float *image);
-/* Exact line integrals along the ray through each detector cell's centre,
- * for any geometry: projections[view][row][col]. For a 2D phantom and a
- * PARALLEL/FAN geometry every row gets the same 2D sinogram. */
+/* Exact integrals along the whole line through the source (or along the
+ * parallel ray) and each detector cell's centre, for any geometry:
+ * projections[view][row][col]. For a 2D phantom and a PARALLEL/FAN geometry
+ * every row gets the same 2D sinogram; under CONE a 2D phantom's ellipses
+ * are endless cylinders crossed by the tilted rays. */
 CLARA_API clara_status clara_phantom_project(const clara_phantom *ph,
                                              const clara_ct_geometry *geom,
                                              float *projections);
@@ -421,21 +429,33 @@ CLARA_API clara_status clara_phantom_project(const clara_phantom *ph,
  * geometry, det_spacing [row, col], det_offset [row, col], source_to_iso and
  * source_to_detector.
  *
+ * det_offset is optional (default [0, 0]); the two distances are optional
+ * for parallel data. Float datasets of any width and byte order are
+ * converted; integer data where floats belong is refused.
+ *
  * Reads 'path'. On success *geom is filled, geom->angles points at
  * *angles_out, and *projections_out holds views*rows*cols floats; free both
- * with clara_free(). Errors: CLARA_ERR_IO (cannot open, not HDF5,
- * truncated), CLARA_ERR_FORMAT (missing dataset or attribute, wrong dtype
- * or rank, counts that do not agree; the message names the dataset and
- * what was expected). Nothing is allocated on failure. */
+ * with clara_free(). Errors: CLARA_ERR_INVALID_ARG (NULL arguments),
+ * CLARA_ERR_IO (cannot open, not HDF5, truncated), CLARA_ERR_FORMAT
+ * (missing dataset or attribute, wrong dtype or rank, counts that do not
+ * agree, a geometry that clara_geometry_check refuses; the message names
+ * the dataset and what was expected), CLARA_ERR_OUT_OF_MEMORY. Nothing is
+ * allocated and the outputs are untouched on failure.
+ *
+ * HDF5 is used behind one library-wide lock, and HDF5's own error printing
+ * is switched off (for the whole process: it is a global HDF5 setting). */
 CLARA_API clara_status clara_ct_file_read(const char *path,
                                           clara_ct_geometry *geom,
                                           float **angles_out,
                                           float **projections_out);
 
-/* Writes a CT input file. If 'truth' is not NULL it is stored as /truth
- * ([nz][ny][nx] on 'truth_vol') with attribute voxel_size. The file is
- * written to a temporary name beside 'path' and renamed into place, so a
- * failure leaves no partial file. */
+/* Writes a CT input file, replacing any file at 'path'. If 'truth' is not
+ * NULL it is stored as /truth ([nz][ny][nx] on 'truth_vol') with
+ * attributes voxel_size and center ([z, y, x], mm). The file is written to
+ * a temporary name beside 'path' and renamed into place, so a failure
+ * leaves no partial file and an existing file intact. Errors:
+ * CLARA_ERR_INVALID_ARG (NULL, bad geometry or volume), CLARA_ERR_IO (the
+ * message carries the system's reason). */
 CLARA_API clara_status clara_ct_file_write(const char *path,
                                            const clara_ct_geometry *geom,
                                            const float *projections,
@@ -443,8 +463,9 @@ CLARA_API clara_status clara_ct_file_write(const char *path,
                                            const float *truth);
 
 /* Writes /image (float32, [nz][ny][nx]) with attributes voxel_size
- * [z, y, x] (mm), center [z, y, x] (mm) and units (e.g. "1/mm" or "HU").
- * Temporary file and rename, as above. */
+ * [z, y, x] (mm), center [z, y, x] (mm) and units (e.g. "1/mm" or "HU";
+ * not NULL, "" for none). Temporary file and rename, as above. Errors:
+ * CLARA_ERR_INVALID_ARG, CLARA_ERR_IO. */
 CLARA_API clara_status clara_image_file_write(const char *path,
                                               const clara_volume *vol,
                                               const float *image,
@@ -453,7 +474,9 @@ CLARA_API clara_status clara_image_file_write(const char *path,
 /* Reads a dataset written as an image: 'dataset' is "/image" or "/truth".
  * *image_out (free with clara_free) holds nz*ny*nx floats. 'units' (may be
  * NULL) receives up to units_len-1 characters of the units attribute, or ""
- * when there is none. */
+ * when there is none; units_len must be > 0 when units is given. Errors:
+ * CLARA_ERR_INVALID_ARG, CLARA_ERR_IO, CLARA_ERR_FORMAT,
+ * CLARA_ERR_OUT_OF_MEMORY; outputs untouched on failure. */
 CLARA_API clara_status clara_image_file_read(const char *path,
                                              const char *dataset,
                                              clara_volume *vol,
