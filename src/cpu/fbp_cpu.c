@@ -77,9 +77,9 @@ static clara_status cpu_fbp_create(const clara_context *ctx,
   {
     int n[1] = {f->nfft};
     f->r2c = fftwf_plan_many_dft_r2c(1, n, LINE_BATCH, in, NULL, 1, f->nfft,
-                                     out, NULL, 1, f->nspec, FFTW_MEASURE);
+                                     out, NULL, 1, f->nspec, FFTW_ESTIMATE);
     f->c2r = fftwf_plan_many_dft_c2r(1, n, LINE_BATCH, out, NULL, 1, f->nspec,
-                                     in, NULL, 1, f->nfft, FFTW_MEASURE);
+                                     in, NULL, 1, f->nfft, FFTW_ESTIMATE);
   }
   fftwf_free(in);
   fftwf_free(out);

@@ -1,0 +1,325 @@
+#!/bin/sh
+# test_cli.sh -- end-to-end tests of the clara-recon command-line tool.
+#
+# Run by `make check` (which exports top_builddir and top_srcdir); by hand:
+#   top_builddir=/path/to/build sh tests/test_cli.sh
+# Every check prints PASS or FAIL; the last line is "N passed, M failed" and
+# the exit status is 1 when anything failed.
+
+: "${top_builddir:=.}"
+TOOL="$top_builddir/src/tools/clara-recon"
+if [ ! -x "$TOOL" ]; then
+  echo "FAIL: $TOOL is not built"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+mkdir -p "$top_builddir/tests" || exit 99
+WORK=$(mktemp -d "$top_builddir/tests/tmp-cli.XXXXXX") || exit 99
+trap 'rm -rf "$WORK"' EXIT
+trap 'exit 1' HUP INT TERM
+
+passed=0
+failed=0
+rc=0
+
+pass() {
+  passed=$((passed + 1))
+  echo "PASS: $1"
+}
+
+fail() {
+  failed=$((failed + 1))
+  echo "FAIL: $1"
+}
+
+# Shows the captured output of the last run, indented.
+show() {
+  sed 's/^/    | /' "$WORK/stdout" "$WORK/stderr"
+}
+
+# run ARGS...: runs the tool; stdout, stderr and the exit status go to
+# $WORK/stdout, $WORK/stderr and $rc.
+run() {
+  "$TOOL" "$@" >"$WORK/stdout" 2>"$WORK/stderr"
+  rc=$?
+}
+
+# expect_rc NAME WANT: the last run exited with WANT.
+expect_rc() {
+  if [ "$rc" -eq "$2" ]; then
+    pass "$1 (exit $2)"
+  else
+    fail "$1: exit status $rc, expected $2"
+    show
+  fi
+}
+
+# expect_stderr NAME TEXT: the last run's stderr contains TEXT.
+expect_stderr() {
+  if grep -F -q -e "$2" "$WORK/stderr"; then
+    pass "$1 (stderr mentions '$2')"
+  else
+    fail "$1: stderr does not mention '$2'"
+    show
+  fi
+}
+
+# expect_stdout NAME TEXT: the last run's stdout contains TEXT.
+expect_stdout() {
+  if grep -F -q -e "$2" "$WORK/stdout"; then
+    pass "$1 (stdout has '$2')"
+  else
+    fail "$1: stdout lacks '$2'"
+    show
+  fi
+}
+
+# expect_file NAME PATH / expect_no_file NAME PATH
+expect_file() {
+  if [ -s "$2" ]; then
+    pass "$1 (wrote $(basename "$2"))"
+  else
+    fail "$1: $2 was not written"
+  fi
+}
+
+expect_no_file() {
+  if [ -e "$2" ]; then
+    fail "$1: $2 exists but should not"
+  else
+    pass "$1 (no $(basename "$2") left)"
+  fi
+}
+
+# expect_rmse NAME BOUND: the last run (info --compare) printed
+# "rmse VALUE" with 0 < VALUE < BOUND.
+expect_rmse() {
+  value=$(awk '$1 == "rmse" { print $2 }' "$WORK/stdout")
+  if [ -z "$value" ]; then
+    fail "$1: no 'rmse' line"
+    show
+  elif echo "$value" | grep -q '^[0-9.eE+-][0-9.eE+-]*$' &&
+    awk -v v="$value" -v b="$2" 'BEGIN { exit !(v + 0 > 0 && v + 0 < b + 0) }'; then
+    pass "$1 (rmse $value < $2)"
+  else
+    fail "$1: rmse $value, expected above 0 and below $2"
+  fi
+}
+
+echo "clara-recon: $TOOL"
+echo "work dir: $WORK"
+
+# ---- Basics -------------------------------------------------------------------
+run --version
+expect_rc "--version" 0
+expect_stdout "--version" "clara-recon 0."
+for cmd in phantom ct info demo; do
+  run "$cmd" --help
+  expect_rc "$cmd --help" 0
+  expect_stdout "$cmd --help" "Usage: clara-recon $cmd"
+done
+
+# ---- phantom ct -> ct -> info, for each geometry ----------------------------
+# The bounds are 1.5x the RMSE measured over the whole grid (64 x 64, 90
+# views; cone 32^3 from 32 x 48 detector rows x cols): parallel 6.1e-4,
+# fan-flat 9.4e-4, fan-arc 1.22e-3, cone 6.5e-4 (1/mm; the phantom spans
+# 0 to 0.02).
+for case in parallel:0.0009 fan-flat:0.0014 fan-arc:0.0019 cone:0.001; do
+  geom=${case%%:*}
+  bound=${case#*:}
+  in="$WORK/$geom.h5"
+  out="$WORK/$geom-recon.h5"
+  if [ "$geom" = cone ]; then
+    run phantom ct --geometry "$geom" --size 32 --rows 32 --views 90 -o "$in"
+  else
+    run phantom ct --geometry "$geom" --size 64 --views 90 -o "$in"
+  fi
+  expect_rc "phantom ct --geometry $geom" 0
+  expect_file "phantom ct --geometry $geom" "$in"
+
+  run ct "$in" -o "$out"
+  expect_rc "ct $geom" 0
+  expect_file "ct $geom" "$out"
+  expect_stdout "ct $geom summary" "wrote $out"
+
+  run info "$in"
+  expect_rc "info $geom input" 0
+  expect_stdout "info $geom input" "/ct: $geom scan"
+  expect_stdout "info $geom input" "/truth:"
+
+  run info "$out"
+  expect_rc "info $geom output" 0
+  expect_stdout "info $geom output" "/image:"
+  expect_stdout "info $geom output" "1/mm"
+
+  run info "$out" --compare "$in"
+  expect_rc "info --compare $geom" 0
+  expect_rmse "$geom reconstruction vs truth" "$bound"
+done
+
+# Quiet mode prints nothing; --hu writes Hounsfield units.
+run ct "$WORK/parallel.h5" -o "$WORK/hu.h5" --hu --quiet
+expect_rc "ct --hu --quiet" 0
+if [ -s "$WORK/stdout" ]; then
+  fail "ct --quiet printed to stdout"
+  show
+else
+  pass "ct --quiet prints nothing"
+fi
+run info "$WORK/hu.h5"
+expect_stdout "ct --hu" "units         HU"
+# comparing HU with a truth in 1/mm is refused
+run info "$WORK/hu.h5" --compare "$WORK/parallel.h5"
+expect_rc "info --compare of HU against 1/mm" 1
+
+# A stack of 2D sinograms reconstructs into as many slices.
+run phantom ct --geometry fan-flat --size 32 --views 60 --rows 3 -o "$WORK/stack.h5"
+expect_rc "phantom ct --rows 3" 0
+run ct "$WORK/stack.h5" -o "$WORK/stack-recon.h5" --filter hann --cutoff 0.8 --threads 1
+expect_rc "ct of a 3-row stack with --filter hann" 0
+run info "$WORK/stack-recon.h5"
+expect_stdout "3-row stack" "/image: 32 x 32 x 3 voxels"
+
+# --size / --voxel override the grid.
+run ct "$WORK/parallel.h5" -o "$WORK/grid.h5" --size 40 --voxel 2 -q
+expect_rc "ct --size 40 --voxel 2" 0
+run info "$WORK/grid.h5"
+expect_stdout "ct --size 40 --voxel 2" "/image: 40 x 40 x 1 voxels"
+expect_stdout "ct --size 40 --voxel 2" "voxel size    2 x 2"
+
+# Noise: reproducible with the seed, and it costs some accuracy.
+run phantom ct --geometry parallel --size 64 --views 90 --noise 1e4 --seed 5 -o "$WORK/noisy1.h5"
+expect_rc "phantom ct --noise" 0
+run phantom ct --geometry parallel --size 64 --views 90 --noise 1e4 --seed 5 -o "$WORK/noisy2.h5"
+run ct "$WORK/noisy1.h5" -o "$WORK/noisy-recon.h5" -q
+run info "$WORK/noisy-recon.h5" --compare "$WORK/noisy1.h5"
+# measured 6.8e-4 (6.1e-4 without noise)
+expect_rmse "noisy (I0 1e4) reconstruction vs truth" 0.001
+# the projection statistics that info prints stand in for the data
+run info "$WORK/noisy1.h5"
+grep projections "$WORK/stdout" >"$WORK/info-noisy1"
+run info "$WORK/noisy2.h5"
+grep projections "$WORK/stdout" >"$WORK/info-noisy2"
+if cmp -s "$WORK/info-noisy2" "$WORK/info-noisy1"; then
+  pass "--noise with the same --seed gives the same data"
+else
+  fail "--noise with the same --seed gives different data"
+fi
+run phantom ct --geometry parallel --size 64 --views 90 --noise 1e4 --seed 6 -o "$WORK/noisy3.h5"
+run info "$WORK/noisy3.h5"
+grep projections "$WORK/stdout" >"$WORK/info-noisy3"
+if cmp -s "$WORK/info-noisy3" "$WORK/info-noisy1"; then
+  fail "--noise with another --seed gives the same data"
+else
+  pass "--noise with another --seed gives other data"
+fi
+
+# ---- demo -----------------------------------------------------------------------
+mkdir "$WORK/demo"
+(cd "$WORK/demo" && "$TOOL" demo >"$WORK/stdout" 2>"$WORK/stderr")
+rc=$?
+expect_rc "demo in the current directory" 0
+expect_stdout "demo" "RMSE vs phantom"
+expect_file "demo" "$WORK/demo/demo-ct.h5"
+expect_file "demo" "$WORK/demo/demo-recon.h5"
+run info "$WORK/demo/demo-recon.h5" --compare "$WORK/demo/demo-ct.h5"
+# measured 3.0e-4 over the whole 256 x 256 grid
+expect_rmse "demo reconstruction vs truth" 0.00045
+run demo -o "$WORK/demo2" --size 32
+expect_rc "demo -o DIR --size 32" 0
+expect_file "demo -o DIR" "$WORK/demo2/demo-recon.h5"
+
+# ---- Bad input ------------------------------------------------------------------
+run ct "$WORK/does-not-exist.h5" -o "$WORK/x.h5"
+expect_rc "ct of a nonexistent file" 1
+expect_stderr "ct of a nonexistent file" "$WORK/does-not-exist.h5"
+expect_no_file "ct of a nonexistent file" "$WORK/x.h5"
+
+echo "this is not HDF5" >"$WORK/text.h5"
+run ct "$WORK/text.h5" -o "$WORK/x.h5"
+expect_rc "ct of a text file" 1
+expect_stderr "ct of a text file" "ERR_IO"
+run info "$WORK/text.h5"
+expect_rc "info of a text file" 1
+: >"$WORK/empty.h5"
+run info "$WORK/empty.h5"
+expect_rc "info of an empty file" 1
+head -c 2000 "$WORK/parallel.h5" >"$WORK/truncated.h5"
+run info "$WORK/truncated.h5"
+expect_rc "info of a truncated HDF5 file" 1
+run info "$WORK/does-not-exist.h5"
+expect_rc "info of a nonexistent file" 1
+
+# an image file is HDF5 but not a CT input file
+run ct "$WORK/parallel-recon.h5" -o "$WORK/x.h5"
+expect_rc "ct of an image file" 1
+expect_stderr "ct of an image file" "ERR_FORMAT"
+expect_stderr "ct of an image file" "/ct"
+
+run frobnicate
+expect_rc "unknown subcommand" 2
+expect_stderr "unknown subcommand" "frobnicate"
+run
+expect_rc "no subcommand" 2
+run ct "$WORK/parallel.h5" -o "$WORK/x.h5" --no-such-option
+expect_rc "unknown option" 2
+expect_stderr "unknown option" "--no-such-option"
+
+run phantom ct --geometry helix --size 16 --views 16 -o "$WORK/x.h5"
+expect_rc "unknown geometry" 2
+expect_stderr "unknown geometry" "helix"
+for bad in -3 abc 99999999999 0 12x ""; do
+  run phantom ct --geometry parallel --size "$bad" --views 16 -o "$WORK/x.h5"
+  expect_rc "--size '$bad'" 2
+done
+run ct "$WORK/parallel.h5" -o "$WORK/x.h5" --cutoff 1.5
+expect_rc "--cutoff 1.5" 2
+run ct "$WORK/parallel.h5" -o "$WORK/x.h5" --size
+expect_rc "--size without a value" 2
+run phantom ct --geometry parallel --size 16 --views 16
+expect_rc "phantom ct without -o" 2
+run ct "$WORK/parallel.h5"
+expect_rc "ct without -o" 2
+run ct -o "$WORK/x.h5"
+expect_rc "ct without an input" 2
+expect_no_file "usage errors" "$WORK/x.h5"
+
+run ct "$WORK/parallel.h5" -o "$WORK/missing-dir/out.h5"
+expect_rc "ct into a missing directory" 1
+expect_no_file "ct into a missing directory" "$WORK/missing-dir"
+run phantom ct --geometry parallel --size 16 --views 16 -o "$WORK/missing-dir/p.h5"
+expect_rc "phantom ct into a missing directory" 1
+expect_no_file "phantom ct into a missing directory" "$WORK/missing-dir"
+
+run ct "$WORK/parallel.h5" -o "$WORK/x.h5" --filter bogus-filter
+expect_rc "unknown filter" 2
+expect_stderr "unknown filter" "bogus-filter"
+
+# a grid wider than the detector sees fails (in the library) unless allowed
+run ct "$WORK/parallel.h5" -o "$WORK/x.h5" --size 300 --voxel 1
+expect_rc "a grid beyond the field of view" 1
+expect_stderr "a grid beyond the field of view" "ERR_INVALID_ARG"
+expect_no_file "a grid beyond the field of view" "$WORK/x.h5"
+run ct "$WORK/parallel.h5" -o "$WORK/x.h5" --size 300 --voxel 1 --allow-truncation
+expect_rc "the same with --allow-truncation" 0
+
+run ct "$WORK/parallel.h5" -o "$WORK/cuda.h5" --backend cuda
+if [ "$rc" -eq 0 ]; then
+  echo "SKIP: --backend cuda succeeded: this machine has a CUDA device"
+else
+  expect_rc "--backend cuda without a GPU" 1
+  expect_stderr "--backend cuda without a GPU" "NO_DEVICE"
+  expect_no_file "--backend cuda without a GPU" "$WORK/cuda.h5"
+fi
+
+# no temporary files left behind by any of the writers
+leftovers=$(find "$WORK" -name '*.tmp*' | head -n 5)
+if [ -n "$leftovers" ]; then
+  fail "temporary files left behind: $leftovers"
+else
+  pass "no temporary files left behind"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
