@@ -1,0 +1,1241 @@
+"""Python bindings of libclara-recon, a CT reconstruction library.
+
+The bindings follow the C API of ``clara_recon.h`` closely, with numpy
+arrays in and out:
+
+- :class:`Context` (``clara_context``): the backend (CPU or CUDA), the
+  worker threads and an optional progress callback.
+- :class:`Geometry` and :class:`Volume`: the scan and the image grid.
+- :class:`FBPPlan` (``clara_fbp_plan``): filtered back-projection, FDK for
+  cone beams; plan once, execute many times.
+- :class:`Projector` (``clara_projector``): the Joseph forward projector and
+  its exact adjoint.
+- :func:`shepp_logan` / :func:`ellipsoid_phantom` (``clara_phantom``):
+  analytic phantoms with exact projections.
+- :func:`read_ct`, :func:`write_ct`, :func:`read_image`, :func:`write_image`:
+  the HDF5 files of ``docs/FORMATS.md``.
+- :func:`fbp`: a one-call reconstruction of a sinogram.
+
+Conventions (the library's): lengths in mm, angles in radians, arrays in C
+order and float32. A volume is ``image[iz][iy][ix]`` and projections are
+``proj[view][row][col]``. For a parallel beam at angle ``t`` the rays run
+along ``(-sin t, cos t)`` and the point ``(x, y)`` lands on the detector
+coordinate ``s = x cos t + y sin t``, where ``x`` grows with ``ix`` and ``y``
+with ``iy``. Voxel ``(ix, iy, iz)`` is centred at
+``x = (ix - (nx-1)/2) * voxel[0] + center[0]`` (and ``y``, ``z`` likewise);
+detector column ``c`` at ``u = (c - (cols-1)/2) * det_spacing[1] +
+det_offset[1]``.
+
+scikit-image's ``radon(image, theta_deg)`` is the same transform for an
+image whose rows run *downwards* in y, and it rotates about pixel
+``(N//2, N//2)`` rather than the grid centre. To reconstruct its sinogram
+here: ``projections = sinogram.T``, ``angles = np.deg2rad(theta_deg)``, and
+flip the result with ``image[::-1]`` (or negate the angles instead); for an
+even ``N`` also pass ``det_offset=-0.5`` and ``center=(-0.5, 0.5, 0)``
+(pixel units; ``(-0.5, -0.5, 0)`` with negated angles). With that, the
+result matches ``iradon(..., filter_name="ramp")`` to float32 rounding.
+
+Every library failure raises :class:`ClaraError` carrying the status and the
+library's message. Arguments the bindings can judge by themselves (array
+ranks, shapes, dtypes) raise ``ValueError`` or ``TypeError``.
+
+The shared library is located through the environment variable
+``CLARA_RECON_LIB`` (a path) or the dynamic loader; see
+:mod:`clara_recon._lib`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import math
+import numbers
+import operator
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+import numpy as np
+
+from . import _lib
+from ._lib import ClaraError, LibraryNotFoundError
+
+# Report the exceptions under the public package's name.
+ClaraError.__module__ = __name__
+LibraryNotFoundError.__module__ = __name__
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClaraError",
+    "LibraryNotFoundError",
+    "Status",
+    "Context",
+    "Geometry",
+    "Volume",
+    "FBPPlan",
+    "Projector",
+    "Ellipsoid",
+    "Phantom",
+    "shepp_logan",
+    "ellipsoid_phantom",
+    "read_ct",
+    "write_ct",
+    "read_image",
+    "write_image",
+    "fbp",
+    "version",
+    "version_number",
+    "library_path",
+    "WATER_MU",
+    "FILTERS",
+    "GEOMETRIES",
+    "BACKENDS",
+]
+
+# Load the library now, so that a missing library is reported at import
+# time (LibraryNotFoundError, an ImportError) with what to do about it.
+_lib.load()
+
+#: mu of water near 70 keV in 1/mm, the value ``hu=True`` stands for.
+WATER_MU = 0.0192
+#: Filter names accepted by :class:`FBPPlan` (``"ramp"`` is ``"ram-lak"``).
+FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
+#: Geometry kinds accepted by :class:`Geometry`.
+GEOMETRIES = ("parallel", "fan-flat", "fan-arc", "cone")
+#: Backend names accepted by :class:`Context`.
+BACKENDS = ("auto", "cpu", "cuda")
+
+ProgressCallback = Callable[[str, float], Any]
+ArrayLike = Any  # anything np.asarray accepts
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+_INT_MAX = 2**31 - 1
+_INT_MIN = -(2**31)
+
+
+class Status(enum.IntEnum):
+    """The library's status codes (``clara_status``)."""
+
+    OK = 0
+    ERR_INVALID_ARG = -1
+    ERR_OUT_OF_MEMORY = -2
+    ERR_UNSUPPORTED = -3
+    ERR_NO_DEVICE = -4
+    ERR_DEVICE = -5
+    ERR_IO = -6
+    ERR_FORMAT = -7
+    ERR_CANCELLED = -8
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+
+
+def version() -> str:
+    """The version of the loaded library, ``"MAJOR.MINOR.PATCH"``."""
+    return _lib.lib().clara_version().decode()
+
+
+def version_number() -> int:
+    """The loaded library's version as ``major*10000 + minor*100 + patch``."""
+    return int(_lib.lib().clara_version_number())
+
+
+def library_path() -> Optional[str]:
+    """The path or name the shared library was loaded from."""
+    return _lib.library_path()
+
+
+def _as_float32(x: ArrayLike, ndims: Sequence[int], what: str) -> np.ndarray:
+    """Checks rank and dtype of 'x', then returns it as C-order float32."""
+    a = np.asarray(x)
+    kind = a.dtype.kind
+    if kind == "c":
+        raise TypeError(
+            f"{what}: complex data is not accepted (dtype {a.dtype}); pass "
+            f"the real part or the magnitude explicitly"
+        )
+    if kind not in "fiu":
+        raise TypeError(
+            f"{what}: a real numeric array is expected, got dtype {a.dtype}"
+        )
+    if a.ndim not in ndims:
+        want = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{what}: {want} array expected, got {a.ndim}-D "
+                         f"with shape {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _fptr(a: np.ndarray) -> "ctypes._Pointer[ctypes.c_float]":
+    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+
+
+def _c_int(value: Any, what: str) -> int:
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what}: an integer is expected, got "
+                        f"{type(value).__name__}") from None
+    if not _INT_MIN <= v <= _INT_MAX:
+        raise ValueError(f"{what}: {v} does not fit in a C int")
+    return v
+
+
+def _real(value: Any, what: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, numbers.Real):
+        raise TypeError(f"{what}: a real number is expected, got "
+                        f"{type(value).__name__}")
+    return float(value)
+
+
+def _pair(value: Any, what: str, scalar_index: Optional[int] = None
+          ) -> Tuple[float, float]:
+    """(row, col) from a pair, or from a scalar (both, or only one index)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        v = float(value)
+        if scalar_index is None:
+            return (v, v)
+        out = [0.0, 0.0]
+        out[scalar_index] = v
+        return (out[0], out[1])
+    vals = tuple(value)
+    if len(vals) != 2:
+        raise ValueError(f"{what}: a (row, col) pair is expected, got "
+                         f"{len(vals)} values")
+    return (_real(vals[0], f"{what}[0]"), _real(vals[1], f"{what}[1]"))
+
+
+def _triple(value: Any, what: str) -> Tuple[float, float, float]:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        v = float(value)
+        return (v, v, v)
+    vals = tuple(value)
+    if len(vals) != 3:
+        raise ValueError(f"{what}: an (x, y, z) triple is expected, got "
+                         f"{len(vals)} values")
+    return (_real(vals[0], f"{what}[0]"), _real(vals[1], f"{what}[1]"),
+            _real(vals[2], f"{what}[2]"))
+
+
+def _path(path: PathLike, what: str = "path") -> bytes:
+    p = os.fsencode(os.fspath(path))
+    if b"\0" in p:
+        raise ValueError(f"{what}: embedded NUL character")
+    return p
+
+
+def _parse(function: str, name: Any, what: str) -> int:
+    if not isinstance(name, str):
+        raise TypeError(f"{what}: a name (str) is expected, got "
+                        f"{type(name).__name__}")
+    out = ctypes.c_int()
+    _lib.call(function, name.encode(), ctypes.byref(out))
+    return out.value
+
+
+def _check_shape(a: np.ndarray, shape: Tuple[int, ...], what: str,
+                 squeeze_axis: int) -> np.ndarray:
+    """'a' as the 3-D 'shape'; a 2-D 'a' is accepted when
+    shape[squeeze_axis] == 1 (that axis left out)."""
+    if a.ndim == 2 and shape[squeeze_axis] == 1:
+        short = tuple(n for k, n in enumerate(shape) if k != squeeze_axis)
+        if a.shape == short:
+            return a.reshape(shape)
+        raise ValueError(f"{what}: shape {shape} (or {short}) expected, got "
+                         f"{a.shape}")
+    if a.shape != shape:
+        raise ValueError(f"{what}: shape {shape} expected, got {a.shape}")
+    return a
+
+
+_ROWS = 1  # the axis of [views][rows][cols] that a 2-D sinogram leaves out
+_Z = 0     # the axis of [nz][ny][nx] that a 2-D image leaves out
+
+
+# ---------------------------------------------------------------------------
+# Geometry and volume
+# ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False, repr=False)
+class Geometry:
+    """A CT scan geometry (``clara_ct_geometry``).
+
+    Attributes:
+        kind: ``"parallel"``, ``"fan-flat"``, ``"fan-arc"`` or ``"cone"``.
+        angles: view angles in radians, one per view (stored as a 1-D
+            float32 array); any order and spacing.
+        rows: detector rows. For parallel and fan beams, ``rows > 1`` is a
+            stack of independent sinograms (row ``r`` reconstructs slice
+            ``r``, and the volume's ``nz`` must equal ``rows``).
+        cols: detector columns.
+        det_spacing: ``(row, col)`` pitch in mm at the detector; for fan-arc
+            the column pitch is in radians. A scalar means both.
+        det_offset: ``(row, col)`` shift of the detector centre, same units
+            as ``det_spacing``.
+        source_to_iso: source to rotation axis in mm (divergent beams only;
+            ``None`` for parallel).
+        source_to_detector: source to detector in mm (divergent beams only,
+            ``> source_to_iso``).
+
+    ``views`` is ``len(angles)``. The values are checked by the library
+    (:meth:`check`, or when a plan is made).
+    """
+
+    kind: str
+    angles: np.ndarray
+    rows: int
+    cols: int
+    det_spacing: Tuple[float, float] = (1.0, 1.0)
+    det_offset: Tuple[float, float] = (0.0, 0.0)
+    source_to_iso: Optional[float] = None
+    source_to_detector: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str):
+            raise TypeError(f"Geometry.kind: a name (str) is expected, got "
+                            f"{type(self.kind).__name__}")
+        self.angles = _as_float32(self.angles, (1,), "Geometry.angles")
+        self.rows = _c_int(self.rows, "Geometry.rows")
+        self.cols = _c_int(self.cols, "Geometry.cols")
+        _c_int(self.angles.shape[0], "Geometry.views")
+        self.det_spacing = _pair(self.det_spacing, "Geometry.det_spacing")
+        self.det_offset = _pair(self.det_offset, "Geometry.det_offset")
+        for name in ("source_to_iso", "source_to_detector"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, _real(v, f"Geometry.{name}"))
+
+    @property
+    def views(self) -> int:
+        """The number of views, ``len(angles)``."""
+        return int(self.angles.shape[0])
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """The projections' shape, ``(views, rows, cols)``."""
+        return (self.views, self.rows, self.cols)
+
+    def _to_c(self) -> _lib.CtGeometry:
+        g = _lib.CtGeometry()
+        g.kind = _parse("clara_geometry_parse", self.kind, "Geometry.kind")
+        g.views = self.views
+        g.rows = self.rows
+        g.cols = self.cols
+        g.angles = _fptr(self.angles)  # self.angles outlives the call
+        g.det_spacing[0], g.det_spacing[1] = self.det_spacing
+        g.det_offset[0], g.det_offset[1] = self.det_offset
+        nan = float("nan")
+        g.source_to_iso = nan if self.source_to_iso is None else self.source_to_iso
+        g.source_to_detector = (nan if self.source_to_detector is None
+                                else self.source_to_detector)
+        return g
+
+    @classmethod
+    def _from_c(cls, g: _lib.CtGeometry, angles: np.ndarray) -> "Geometry":
+        kind = _lib.lib().clara_geometry_name(g.kind)
+        parallel = g.kind == 0
+
+        def dist(v: float) -> Optional[float]:
+            # parallel files may omit the distances (read back as 0)
+            if not math.isfinite(v) or (parallel and v == 0.0):
+                return None
+            return float(v)
+
+        return cls(
+            kind=kind.decode() if kind else str(g.kind),
+            angles=angles,
+            rows=g.rows,
+            cols=g.cols,
+            det_spacing=(g.det_spacing[0], g.det_spacing[1]),
+            det_offset=(g.det_offset[0], g.det_offset[1]),
+            source_to_iso=dist(g.source_to_iso),
+            source_to_detector=dist(g.source_to_detector),
+        )
+
+    def check(self) -> None:
+        """Checks the geometry with ``clara_geometry_check``.
+
+        Raises:
+            ClaraError: ``ERR_INVALID_ARG`` with the library's message (NaN
+                angles, sizes <= 0, ``source_to_detector <= source_to_iso``,
+                ...).
+        """
+        g = self._to_c()
+        _lib.call("clara_geometry_check", ctypes.byref(g))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Geometry):
+            return NotImplemented
+        return (self.kind == other.kind and self.rows == other.rows
+                and self.cols == other.cols
+                and np.array_equal(self.angles, other.angles)
+                and self.det_spacing == other.det_spacing
+                and self.det_offset == other.det_offset
+                and self.source_to_iso == other.source_to_iso
+                and self.source_to_detector == other.source_to_detector)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        a = self.angles
+        span = (f"{float(a.min()):.4g}..{float(a.max()):.4g} rad"
+                if a.size else "empty")
+        s = (f"Geometry(kind={self.kind!r}, views={self.views} ({span}), "
+             f"rows={self.rows}, cols={self.cols}, "
+             f"det_spacing={self.det_spacing}, det_offset={self.det_offset}")
+        if self.source_to_iso is not None or self.source_to_detector is not None:
+            s += (f", source_to_iso={self.source_to_iso}, "
+                  f"source_to_detector={self.source_to_detector}")
+        return s + ")"
+
+
+@dataclass
+class Volume:
+    """An image grid (``clara_volume``).
+
+    Voxel ``(ix, iy, iz)`` is centred at ``x = (ix - (nx-1)/2) * voxel[0] +
+    center[0]``, and ``y``, ``z`` likewise. Images are ``[nz][ny][nx]``.
+
+    Attributes:
+        nx, ny, nz: the sizes.
+        voxel: ``(vx, vy, vz)`` in mm; a scalar means all three.
+        center: ``(cx, cy, cz)`` in mm.
+    """
+
+    nx: int
+    ny: int
+    nz: int = 1
+    voxel: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    center: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        self.nx = _c_int(self.nx, "Volume.nx")
+        self.ny = _c_int(self.ny, "Volume.ny")
+        self.nz = _c_int(self.nz, "Volume.nz")
+        self.voxel = _triple(self.voxel, "Volume.voxel")
+        self.center = _triple(self.center, "Volume.center")
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """The image's shape, ``(nz, ny, nx)``."""
+        return (self.nz, self.ny, self.nx)
+
+    def _to_c(self) -> _lib.CVolume:
+        v = _lib.CVolume()
+        v.nx, v.ny, v.nz = self.nx, self.ny, self.nz
+        for i in range(3):
+            v.voxel[i] = self.voxel[i]
+            v.center[i] = self.center[i]
+        return v
+
+    @classmethod
+    def _from_c(cls, v: _lib.CVolume) -> "Volume":
+        return cls(v.nx, v.ny, v.nz, tuple(v.voxel), tuple(v.center))
+
+    def _alloc(self) -> np.ndarray:
+        # Sizes <= 0 are the library's to report: hand it an empty buffer.
+        return np.zeros(tuple(max(n, 0) for n in self.shape), np.float32)
+
+
+def _alloc_projections(geometry: Geometry) -> np.ndarray:
+    return np.zeros(tuple(max(n, 0) for n in geometry.shape), np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Objects with a C handle
+# ---------------------------------------------------------------------------
+
+
+class _ContextCore:
+    """The C context, shared by a Context and the plans made from it.
+
+    The C context must outlive its plans, so it is reference counted: the
+    Context holds one reference and every live plan or projector another;
+    clara_context_destroy runs when the last one is released, whatever the
+    order in which Python closes or collects them. It also keeps the ctypes
+    progress callback alive for as long as the C context can call it.
+    """
+
+    def __init__(self) -> None:
+        self.handle: Optional[int] = None
+        self.refs = 0
+        self.lock = threading.Lock()
+        self.callback: Any = None  # the ctypes function object
+        self.pending = threading.local()  # exception raised by the callback
+
+    def acquire(self) -> int:
+        with self.lock:
+            if self.handle is None or self.refs <= 0:
+                raise ValueError("the Context is closed")
+            self.refs += 1
+            return self.handle
+
+    def release(self) -> None:
+        with self.lock:
+            self.refs -= 1
+            if self.refs > 0 or self.handle is None:
+                return
+            h, self.handle = self.handle, None
+        _lib.lib().clara_context_destroy(h)
+        self.callback = None
+
+    def call(self, function: str, *args: Any) -> None:
+        """A library call that may run the progress callback."""
+        self.pending.exc = None
+        try:
+            _lib.call(function, *args)
+        except ClaraError as err:
+            exc = getattr(self.pending, "exc", None)
+            self.pending.exc = None
+            if exc is not None:
+                raise exc from err
+            raise
+        # the callback raised but the call had nothing left to cancel:
+        # do not swallow the exception
+        exc = getattr(self.pending, "exc", None)
+        if exc is not None:
+            self.pending.exc = None
+            raise exc
+
+
+class _Handle:
+    """Owner of one C handle: destroyed exactly once, by close(), the
+    context manager, or the garbage collector."""
+
+    _handle: Optional[int] = None
+    _core: Optional[_ContextCore] = None
+    _destroy: str = ""
+
+    def __init__(self) -> None:
+        self._close_lock = threading.Lock()
+
+    def _live(self) -> int:
+        h = self._handle
+        if h is None:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return h
+
+    @property
+    def closed(self) -> bool:
+        """True once the object has been closed."""
+        return self._handle is None
+
+    def close(self) -> None:
+        """Releases the C object. Safe to call more than once.
+
+        Do not close an object while another thread is using it.
+        """
+        lock = self.__dict__.get("_close_lock")
+        if lock is None:  # __init__ did not get far
+            return
+        with lock:
+            h, self._handle = self._handle, None
+            core, self._core = self._core, None
+        if h is not None:
+            getattr(_lib.lib(), self._destroy)(h)
+        if core is not None:
+            core.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown; never raise from __del__
+            pass
+
+
+class Context(_Handle):
+    """A library context (``clara_context``): backend, threads, progress.
+
+    Args:
+        backend: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or
+            ``"cuda"`` (fails with ``ERR_NO_DEVICE`` when no CUDA backend
+            can run).
+        threads: worker threads, 0 for the online cores.
+        progress: optional ``callable(stage: str, fraction: float)``, called
+            on the calling thread while plans of this context run; a true
+            return value cancels the running call, which then raises
+            :class:`ClaraError` ``ERR_CANCELLED``. An exception raised by
+            the callback also cancels and is re-raised to the caller.
+
+    Plans and projectors keep the C context alive, so :meth:`close` only
+    gives up this object's reference. Usable as a context manager.
+    """
+
+    _destroy = "clara_context_destroy"
+
+    def __init__(self, backend: str = "auto", threads: int = 0,
+                 progress: Optional[ProgressCallback] = None) -> None:
+        super().__init__()
+        if progress is not None and not callable(progress):
+            raise TypeError("progress: a callable(stage, fraction) or None "
+                            "is expected")
+        L = _lib.lib()
+        opts = _lib.ContextOptions()
+        L.clara_context_options_init(ctypes.byref(opts))
+        opts.backend = _parse("clara_backend_parse", backend, "backend")
+        opts.threads = _c_int(threads, "threads")
+        core = _ContextCore()
+        if progress is not None:
+            core_ref = weakref.ref(core)
+
+            def trampoline(stage: Optional[bytes], fraction: float,
+                           user: Any) -> int:
+                try:
+                    name = stage.decode("utf-8", "replace") if stage else ""
+                    return 1 if progress(name, float(fraction)) else 0
+                except BaseException as e:  # noqa: B036 - re-raised later
+                    c = core_ref()
+                    if c is not None:
+                        c.pending.exc = e
+                    return 1
+
+            core.callback = _lib.ProgressFn(trampoline)
+            opts.progress = core.callback
+        out = ctypes.c_void_p()
+        _lib.call("clara_context_create", ctypes.byref(opts),
+                  ctypes.byref(out))
+        core.handle = out.value
+        core.refs = 1
+        self._core = core
+        self._handle = out.value
+        self._progress = progress
+
+    def close(self) -> None:
+        """Gives up this object's reference to the C context (it is
+        destroyed once no plan or projector uses it). Idempotent."""
+        lock = self.__dict__.get("_close_lock")
+        if lock is None:
+            return
+        with lock:
+            h, self._handle = self._handle, None
+            core, self._core = self._core, None
+        if h is not None and core is not None:
+            core.release()
+
+    def _acquire(self) -> _ContextCore:
+        self._live()
+        core = self._core
+        if core is None:
+            raise ValueError("Context is closed")
+        core.acquire()
+        return core
+
+    @property
+    def backend(self) -> str:
+        """The backend actually used: ``"cpu"`` or ``"cuda"``."""
+        L = _lib.lib()
+        return L.clara_backend_name(L.clara_context_backend(self._live())
+                                    ).decode()
+
+    @property
+    def threads(self) -> int:
+        """The worker threads the context uses."""
+        return int(_lib.lib().clara_context_threads(self._live()))
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "Context(closed)"
+        return f"Context(backend={self.backend!r}, threads={self.threads})"
+
+
+class FBPPlan(_Handle):
+    """Filtered back-projection (FDK for cone beams), ``clara_fbp_plan``.
+
+    All the expensive work happens here; :meth:`execute` only runs. A plan
+    may be executed from several threads at once.
+
+    Args:
+        ctx: the context.
+        geometry: the scan.
+        volume: the image grid (for parallel and fan beams ``nz`` must equal
+            ``geometry.rows``).
+        filter: ``"ram-lak"`` (or ``"ramp"``), ``"shepp-logan"``,
+            ``"cosine"``, ``"hamming"`` or ``"hann"``.
+        cutoff: filter cutoff in (0, 1], a fraction of Nyquist.
+        hu: ``None`` for images in mu (1/mm); a float ``mu_water`` (1/mm)
+            for Hounsfield units ``1000 (mu - mu_water) / mu_water``;
+            ``True`` for :data:`WATER_MU`.
+        allow_truncation: reconstruct even when the detector does not cover
+            the volume's inscribed circle.
+        fov_mask: set voxels outside the field of view to 0.
+        offset_weights: apply redundancy weights for an offset (half-fan)
+            detector.
+
+    Raises:
+        ClaraError: the library refused the plan (the message names the
+            argument).
+    """
+
+    _destroy = "clara_fbp_plan_destroy"
+
+    def __init__(self, ctx: Context, geometry: Geometry, volume: Volume,
+                 filter: str = "ram-lak", cutoff: float = 1.0,
+                 hu: Union[None, bool, float] = None,
+                 allow_truncation: bool = False, fov_mask: bool = True,
+                 offset_weights: bool = True) -> None:
+        super().__init__()
+        if not isinstance(ctx, Context):
+            raise TypeError("ctx: a Context is expected")
+        if not isinstance(geometry, Geometry):
+            raise TypeError("geometry: a Geometry is expected")
+        if not isinstance(volume, Volume):
+            raise TypeError("volume: a Volume is expected")
+        L = _lib.lib()
+        opts = _lib.FbpOptions()
+        L.clara_fbp_options_init(ctypes.byref(opts))
+        opts.filter = _parse("clara_filter_parse", filter, "filter")
+        opts.cutoff = _real(cutoff, "cutoff")
+        if hu is None or hu is False:
+            opts.mu_water = 0.0
+        elif hu is True:
+            opts.mu_water = WATER_MU
+        else:
+            opts.mu_water = _real(hu, "hu")
+        flags = 0
+        if allow_truncation:
+            flags |= _lib.FBP_ALLOW_TRUNCATION
+        if not fov_mask:
+            flags |= _lib.FBP_NO_FOV_MASK
+        if not offset_weights:
+            flags |= _lib.FBP_NO_OFFSET_WEIGHTS
+        opts.flags = flags
+        g = geometry._to_c()
+        v = volume._to_c()
+        core = ctx._acquire()
+        out = ctypes.c_void_p()
+        try:
+            core.call("clara_fbp_plan_create", core.handle, ctypes.byref(g),
+                      ctypes.byref(v), ctypes.byref(opts), ctypes.byref(out))
+        except BaseException:
+            core.release()
+            raise
+        self._core = core
+        self._handle = out.value
+        self.geometry = Geometry(geometry.kind, geometry.angles.copy(),
+                                 geometry.rows, geometry.cols,
+                                 geometry.det_spacing, geometry.det_offset,
+                                 geometry.source_to_iso,
+                                 geometry.source_to_detector)
+        self.volume = Volume(volume.nx, volume.ny, volume.nz, volume.voxel,
+                             volume.center)
+        self.filter = filter
+        info = _lib.FbpInfo()
+        _lib.call("clara_fbp_plan_info", self._handle, ctypes.byref(info))
+        self._info = {
+            "fft_length": int(info.fft_length),
+            "scan_range": float(info.scan_range),
+            "short_scan": bool(info.short_scan),
+            "offset_weighting": bool(info.offset_weighting),
+            "fov_radius": float(info.fov_radius),
+            "fan_half_angle": float(info.fan_half_angle),
+        }
+
+    @property
+    def info(self) -> dict:
+        """What the plan decided (``clara_fbp_plan_info``): ``fft_length``,
+        ``scan_range`` (rad), ``short_scan`` (Parker weights),
+        ``offset_weighting``, ``fov_radius`` (mm), ``fan_half_angle``
+        (rad)."""
+        return dict(self._info)
+
+    def execute(self, projections: ArrayLike) -> np.ndarray:
+        """Reconstructs ``projections`` and returns the image.
+
+        Args:
+            projections: ``[views][rows][cols]`` (or ``[views][cols]`` when
+                ``rows == 1``), any real dtype; converted to float32.
+
+        Returns:
+            A new float32 array ``[nz][ny][nx]``.
+
+        Raises:
+            ValueError: wrong rank or shape. TypeError: complex or
+            non-numeric data. ClaraError: the library failed, e.g.
+            ``ERR_CANCELLED`` from the progress callback.
+        """
+        p = _as_float32(projections, (2, 3), "projections")
+        p = _check_shape(p, self.geometry.shape, "projections", _ROWS)
+        h = self._live()
+        image = np.empty(self.volume.shape, np.float32)
+        self._core.call("clara_fbp_execute", h, _fptr(p), _fptr(image))
+        return image
+
+    __call__ = execute
+
+    def filter_response(self) -> np.ndarray:
+        """The filter's frequency response as the plan uses it.
+
+        Returns ``fft_length // 2 + 1`` float32 values; bin ``k`` is at
+        ``k / fft_length`` cycles per sample, in 1/mm (the ramp is |f| in
+        cycles/mm times the window).
+        """
+        h = self._live()
+        n = self._info["fft_length"] // 2 + 1
+        out = np.empty(n, np.float32)
+        _lib.call("clara_fbp_plan_filter", h, _fptr(out), n)
+        return out
+
+    def weight(self, view: int, col: int) -> float:
+        """The redundancy weight of column ``col`` in view ``view``
+        (Parker / offset-detector weights; the angular interval factor
+        excluded)."""
+        h = self._live()
+        w = ctypes.c_float()
+        _lib.call("clara_fbp_plan_weight", h, _c_int(view, "view"),
+                  _c_int(col, "col"), ctypes.byref(w))
+        return float(w.value)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"filter={self.filter!r}"
+        return f"FBPPlan({self.geometry!r} -> {self.volume!r}, {state})"
+
+
+class Projector(_Handle):
+    """The Joseph forward projector and its exact adjoint
+    (``clara_projector``): ``<project(x), y> == <x, backproject(y)>`` to
+    rounding.
+
+    Args:
+        ctx: the context.
+        geometry: the scan.
+        volume: the image grid.
+    """
+
+    _destroy = "clara_projector_destroy"
+
+    def __init__(self, ctx: Context, geometry: Geometry,
+                 volume: Volume) -> None:
+        super().__init__()
+        if not isinstance(ctx, Context):
+            raise TypeError("ctx: a Context is expected")
+        if not isinstance(geometry, Geometry):
+            raise TypeError("geometry: a Geometry is expected")
+        if not isinstance(volume, Volume):
+            raise TypeError("volume: a Volume is expected")
+        g = geometry._to_c()
+        v = volume._to_c()
+        core = ctx._acquire()
+        out = ctypes.c_void_p()
+        try:
+            core.call("clara_projector_create", core.handle, ctypes.byref(g),
+                      ctypes.byref(v), ctypes.byref(out))
+        except BaseException:
+            core.release()
+            raise
+        self._core = core
+        self._handle = out.value
+        self.geometry = Geometry(geometry.kind, geometry.angles.copy(),
+                                 geometry.rows, geometry.cols,
+                                 geometry.det_spacing, geometry.det_offset,
+                                 geometry.source_to_iso,
+                                 geometry.source_to_detector)
+        self.volume = Volume(volume.nx, volume.ny, volume.nz, volume.voxel,
+                             volume.center)
+
+    def project(self, image: ArrayLike) -> np.ndarray:
+        """Line integrals of ``image`` (``[nz][ny][nx]``, or ``[ny][nx]``
+        when ``nz == 1``): a new float32 array ``[views][rows][cols]``."""
+        x = _as_float32(image, (2, 3), "image")
+        x = _check_shape(x, self.volume.shape, "image", _Z)
+        h = self._live()
+        out = np.empty(self.geometry.shape, np.float32)
+        self._core.call("clara_project", h, _fptr(x), _fptr(out))
+        return out
+
+    def backproject(self, projections: ArrayLike) -> np.ndarray:
+        """The adjoint: ``A^T projections`` (``[views][rows][cols]``, or
+        ``[views][cols]`` when ``rows == 1``) as a new float32 array
+        ``[nz][ny][nx]``."""
+        p = _as_float32(projections, (2, 3), "projections")
+        p = _check_shape(p, self.geometry.shape, "projections", _ROWS)
+        h = self._live()
+        out = np.empty(self.volume.shape, np.float32)
+        self._core.call("clara_backproject", h, _fptr(p), _fptr(out))
+        return out
+
+    def __repr__(self) -> str:
+        state = ", closed" if self.closed else ""
+        return f"Projector({self.geometry!r} -> {self.volume!r}{state})"
+
+
+# ---------------------------------------------------------------------------
+# Phantoms
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Ellipsoid:
+    """One ellipsoid of a phantom (``clara_ellipsoid``): ``density`` added
+    inside; semi-axes ``a, b, c`` and centre ``(x0, y0, z0)`` in mm; ``phi``
+    rotates it about z (radians). 2-D phantoms ignore ``c`` and ``z0``."""
+
+    density: float
+    a: float
+    b: float
+    c: float = 1.0
+    x0: float = 0.0
+    y0: float = 0.0
+    z0: float = 0.0
+    phi: float = 0.0
+
+
+class Phantom(_Handle):
+    """An analytic phantom (``clara_phantom``); make one with
+    :func:`shepp_logan` or :func:`ellipsoid_phantom`."""
+
+    _destroy = "clara_phantom_destroy"
+
+    def __init__(self, _handle: int, ndim: int) -> None:
+        super().__init__()
+        self._handle = _handle
+        self.ndim = ndim
+
+    def rasterize(self, volume: Volume, supersample: int = 2) -> np.ndarray:
+        """The phantom sampled on ``volume``: each voxel is the mean of
+        ``supersample**ndim`` point samples. Returns float32
+        ``[nz][ny][nx]``."""
+        if not isinstance(volume, Volume):
+            raise TypeError("volume: a Volume is expected")
+        h = self._live()
+        v = volume._to_c()
+        out = volume._alloc()
+        _lib.call("clara_phantom_rasterize", h, ctypes.byref(v),
+                  _c_int(supersample, "supersample"), _fptr(out))
+        return out
+
+    def project(self, geometry: Geometry) -> np.ndarray:
+        """Exact line integrals through each detector cell's centre, for
+        any geometry: float32 ``[views][rows][cols]``. A 2-D phantom gives
+        every row the same sinogram for parallel and fan beams."""
+        if not isinstance(geometry, Geometry):
+            raise TypeError("geometry: a Geometry is expected")
+        h = self._live()
+        g = geometry._to_c()
+        # let the library judge the geometry before allocating from it
+        _lib.call("clara_geometry_check", ctypes.byref(g))
+        out = _alloc_projections(geometry)
+        _lib.call("clara_phantom_project", h, ctypes.byref(g), _fptr(out))
+        return out
+
+    def __repr__(self) -> str:
+        return f"Phantom(ndim={self.ndim}{', closed' if self.closed else ''})"
+
+
+def shepp_logan(ndim: int = 2, radius: float = 1.0,
+                scale: float = 1.0) -> Phantom:
+    """The modified Shepp-Logan phantom (Toft's contrasts).
+
+    Args:
+        ndim: 2 (ellipses, infinite along z) or 3 (ellipsoids).
+        radius: the unit square [-1, 1] maps to [-radius, radius] mm.
+        scale: densities are multiplied by this (e.g. 0.02 for mu near
+            water's, in 1/mm).
+    """
+    out = ctypes.c_void_p()
+    _lib.call("clara_phantom_shepp_logan", _c_int(ndim, "ndim"),
+              _real(radius, "radius"), _real(scale, "scale"),
+              ctypes.byref(out))
+    return Phantom(out.value, int(ndim))
+
+
+def ellipsoid_phantom(ndim: int,
+                      ellipsoids: Union[Iterable[Ellipsoid], ArrayLike]
+                      ) -> Phantom:
+    """A phantom made of the given ellipsoids.
+
+    Args:
+        ndim: 2 or 3.
+        ellipsoids: :class:`Ellipsoid` objects, or an ``[n][8]`` array of
+            ``(density, a, b, c, x0, y0, z0, phi)`` rows.
+    """
+    items = list(ellipsoids) if not isinstance(ellipsoids, np.ndarray) \
+        else ellipsoids
+    if len(items) and all(isinstance(e, Ellipsoid) for e in items):
+        rows = [[e.density, e.a, e.b, e.c, e.x0, e.y0, e.z0, e.phi]
+                for e in items]
+        arr = np.asarray(rows, dtype=np.float64)
+    else:
+        arr = np.asarray(items)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError("ellipsoids: Ellipsoid objects or a real [n][8] "
+                            f"array expected, got dtype {arr.dtype}")
+        if arr.size == 0:
+            arr = arr.reshape(0, 8)
+        if arr.ndim != 2 or arr.shape[1] != 8:
+            raise ValueError("ellipsoids: shape [n][8] expected, got "
+                             f"{arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    n = arr.shape[0]
+    buf = (_lib.Ellipsoid * max(n, 1))()
+    for i in range(n):
+        buf[i] = _lib.Ellipsoid(*map(float, arr[i]))
+    out = ctypes.c_void_p()
+    _lib.call("clara_phantom_create", _c_int(ndim, "ndim"), buf, n,
+              ctypes.byref(out))
+    return Phantom(out.value, int(ndim))
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+
+def _take(ptr: "ctypes._Pointer[ctypes.c_float]", shape: Tuple[int, ...]
+          ) -> np.ndarray:
+    """A numpy copy of library-allocated floats (the caller frees them)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    if n == 0:
+        return np.zeros(shape, np.float32)
+    view = np.ctypeslib.as_array(ptr, shape=(n,))
+    return view.copy().reshape(shape)
+
+
+def read_ct(path: PathLike) -> Tuple[Geometry, np.ndarray]:
+    """Reads a CT input file (``clara_ct_file_read``).
+
+    Returns:
+        ``(geometry, projections)``, projections float32
+        ``[views][rows][cols]``.
+
+    Raises:
+        ClaraError: ``ERR_IO`` (cannot open, not HDF5, truncated) or
+            ``ERR_FORMAT`` (missing or mismatched datasets), with the
+            library's message.
+    """
+    L = _lib.lib()
+    g = _lib.CtGeometry()
+    angles_p = ctypes.POINTER(ctypes.c_float)()
+    proj_p = ctypes.POINTER(ctypes.c_float)()
+    _lib.call("clara_ct_file_read", _path(path), ctypes.byref(g),
+              ctypes.byref(angles_p), ctypes.byref(proj_p))
+    try:
+        angles = _take(angles_p, (g.views,))
+        projections = _take(proj_p, (g.views, g.rows, g.cols))
+    finally:
+        L.clara_free(ctypes.cast(angles_p, ctypes.c_void_p))
+        L.clara_free(ctypes.cast(proj_p, ctypes.c_void_p))
+    return Geometry._from_c(g, angles), projections
+
+
+def write_ct(path: PathLike, geometry: Geometry, projections: ArrayLike,
+             truth: Optional[ArrayLike] = None,
+             truth_volume: Optional[Volume] = None) -> None:
+    """Writes a CT input file (``clara_ct_file_write``), atomically.
+
+    Args:
+        path: the file to write (replaced if it exists).
+        geometry: the scan.
+        projections: ``[views][rows][cols]`` (or ``[views][cols]`` when
+            ``rows == 1``).
+        truth: optional ground truth ``[nz][ny][nx]`` on ``truth_volume``
+            (both or neither).
+    """
+    if not isinstance(geometry, Geometry):
+        raise TypeError("geometry: a Geometry is expected")
+    if (truth is None) != (truth_volume is None):
+        raise ValueError("truth and truth_volume go together: pass both or "
+                         "neither")
+    p = _as_float32(projections, (2, 3), "projections")
+    if geometry.views > 0 and geometry.rows > 0 and geometry.cols > 0:
+        p = _check_shape(p, geometry.shape, "projections", _ROWS)
+    g = geometry._to_c()
+    vol_p = None
+    truth_ptr = None
+    t = None
+    if truth is not None:
+        if not isinstance(truth_volume, Volume):
+            raise TypeError("truth_volume: a Volume is expected")
+        t = _as_float32(truth, (2, 3), "truth")
+        if min(truth_volume.shape) > 0:
+            t = _check_shape(t, truth_volume.shape, "truth", _Z)
+        v = truth_volume._to_c()
+        vol_p = ctypes.byref(v)
+        truth_ptr = _fptr(t)
+    _lib.call("clara_ct_file_write", _path(path), ctypes.byref(g), _fptr(p),
+              vol_p, truth_ptr)
+
+
+def write_image(path: PathLike, volume: Volume, image: ArrayLike,
+                units: str = "1/mm") -> None:
+    """Writes an image file (``clara_image_file_write``), atomically.
+
+    Args:
+        path: the file to write (replaced if it exists).
+        volume: the grid of ``image``.
+        image: ``[nz][ny][nx]`` (or ``[ny][nx]`` when ``nz == 1``).
+        units: e.g. ``"1/mm"`` or ``"HU"``; ``""`` for none.
+    """
+    if not isinstance(volume, Volume):
+        raise TypeError("volume: a Volume is expected")
+    if not isinstance(units, str):
+        raise TypeError("units: a str is expected")
+    x = _as_float32(image, (2, 3), "image")
+    if min(volume.shape) > 0:
+        x = _check_shape(x, volume.shape, "image", _Z)
+    v = volume._to_c()
+    _lib.call("clara_image_file_write", _path(path), ctypes.byref(v),
+              _fptr(x), units.encode())
+
+
+def read_image(path: PathLike, dataset: str = "/image"
+               ) -> Tuple[Volume, np.ndarray, str]:
+    """Reads an image-layout dataset (``clara_image_file_read``):
+    ``"/image"`` of an image file or ``"/truth"`` of a CT input file.
+
+    Returns:
+        ``(volume, image, units)``: image float32 ``[nz][ny][nx]``, units
+        ``""`` when the file has none.
+    """
+    L = _lib.lib()
+    v = _lib.CVolume()
+    img_p = ctypes.POINTER(ctypes.c_float)()
+    units = ctypes.create_string_buffer(256)
+    _lib.call("clara_image_file_read", _path(path), _path(dataset, "dataset"),
+              ctypes.byref(v), ctypes.byref(img_p), units,
+              ctypes.sizeof(units))
+    try:
+        image = _take(img_p, (v.nz, v.ny, v.nx))
+    finally:
+        L.clara_free(ctypes.cast(img_p, ctypes.c_void_p))
+    return (Volume._from_c(v), image,
+            units.value.decode("utf-8", "replace"))
+
+
+# ---------------------------------------------------------------------------
+# One-call reconstruction
+# ---------------------------------------------------------------------------
+
+
+def fbp(projections: ArrayLike, angles: ArrayLike,
+        geometry: str = "parallel", filter: str = "ram-lak",
+        backend: str = "auto", size: Union[None, int, Sequence[int]] = None,
+        voxel: Union[None, float, Sequence[float]] = None,
+        det_spacing: Union[float, Sequence[float]] = 1.0,
+        source_to_iso: Optional[float] = None,
+        source_to_detector: Optional[float] = None, cutoff: float = 1.0,
+        threads: int = 0, *,
+        det_offset: Union[float, Sequence[float]] = 0.0,
+        center: Union[float, Sequence[float]] = (0.0, 0.0, 0.0),
+        hu: Union[None, bool, float] = None, allow_truncation: bool = False,
+        fov_mask: bool = True, offset_weights: bool = True,
+        progress: Optional[ProgressCallback] = None) -> np.ndarray:
+    """Reconstructs projections in one call (context, plan, execute).
+
+    Args:
+        projections: one sinogram ``[views][cols]`` or a stack
+            ``[views][rows][cols]``.
+        angles: view angles in radians; ``len(angles)`` must equal
+            ``projections.shape[0]``.
+        geometry: ``"parallel"``, ``"fan-flat"``, ``"fan-arc"`` or
+            ``"cone"``.
+        filter: see :class:`FBPPlan`.
+        backend: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        size: ``nx = ny = size``, or ``(nx, ny)`` or ``(nx, ny, nz)``.
+            Default: ``nx = ny = cols``; ``nz = rows``.
+        voxel: voxel size in mm, a scalar or ``(vx, vy, vz)``. Default: the
+            detector column pitch at the rotation axis (``det_spacing``
+            for parallel beams, ``det_spacing * source_to_iso /
+            source_to_detector`` for flat detectors, ``source_to_iso *
+            det_spacing`` for fan-arc); z likewise from the row pitch.
+        det_spacing: detector pitch, a scalar or ``(row, col)``.
+        source_to_iso, source_to_detector: distances in mm for divergent
+            beams.
+        cutoff: filter cutoff in (0, 1].
+        threads: worker threads (0: all cores).
+        det_offset: detector centre shift, a ``(row, col)`` pair or a scalar
+            column offset.
+        center: the volume centre ``(cx, cy, cz)`` in mm.
+        hu, allow_truncation, fov_mask, offset_weights: see
+            :class:`FBPPlan`.
+        progress: see :class:`Context`.
+
+    Returns:
+        float32 image: ``[ny][nx]`` for a 2-D sinogram, ``[nz][ny][nx]``
+        for 3-D projections.
+
+    Raises:
+        ValueError: the angle count differs from the view count, or wrong
+            ranks/sizes. TypeError: complex or non-numeric data.
+        ClaraError: the library refused the geometry or volume.
+    """
+    p = _as_float32(projections, (2, 3), "projections")
+    a = _as_float32(angles, (1,), "angles")
+    if a.shape[0] != p.shape[0]:
+        raise ValueError(
+            f"projections have {p.shape[0]} views (shape[0]) but angles has "
+            f"{a.shape[0]} values: the views count differs from the angles "
+            f"count")
+    flat = p.ndim == 2
+    if flat:
+        p = p[:, np.newaxis, :]
+    views, rows, cols = p.shape
+    geom = Geometry(geometry, a, rows, cols, _pair(det_spacing, "det_spacing"),
+                    _pair(det_offset, "det_offset", scalar_index=1),
+                    source_to_iso, source_to_detector)
+    geom.check()  # the library's message before we derive sizes from it
+
+    kind = geom.kind
+    du_row, du_col = geom.det_spacing
+    if kind == "parallel":
+        mag = 1.0
+        vx_default = du_col
+    else:
+        assert geom.source_to_iso is not None
+        assert geom.source_to_detector is not None
+        mag = geom.source_to_iso / geom.source_to_detector
+        vx_default = (geom.source_to_iso * du_col if kind == "fan-arc"
+                      else du_col * mag)
+    vz_default = du_row * mag if kind == "cone" else du_row
+
+    if size is None:
+        nx = ny = cols
+        nz = rows
+    elif isinstance(size, numbers.Integral):
+        nx = ny = int(size)
+        nz = rows
+    else:
+        dims = [int(operator.index(s)) for s in size]
+        if len(dims) == 2:
+            nx, ny = dims
+            nz = rows
+        elif len(dims) == 3:
+            nx, ny, nz = dims
+        else:
+            raise ValueError("size: an int, (nx, ny) or (nx, ny, nz) is "
+                             f"expected, got {len(dims)} values")
+    if voxel is None:
+        vox = (vx_default, vx_default, vz_default)
+    elif isinstance(voxel, numbers.Real):
+        vox = (float(voxel), float(voxel), vz_default)
+    else:
+        vox = _triple(voxel, "voxel")
+    vol = Volume(nx, ny, nz, vox, _triple(center, "center"))
+
+    with Context(backend, threads, progress) as ctx, \
+            FBPPlan(ctx, geom, vol, filter=filter, cutoff=cutoff, hu=hu,
+                    allow_truncation=allow_truncation, fov_mask=fov_mask,
+                    offset_weights=offset_weights) as plan:
+        image = plan.execute(p)
+    if flat and image.shape[0] == 1:
+        return image[0]
+    return image
