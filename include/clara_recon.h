@@ -94,8 +94,8 @@ CLARA_API const char *clara_status_name(int status);
 CLARA_API const char *clara_status_string(int status);
 
 /* The message of the last failure on the calling thread, e.g.
- * "clara_fbp_plan_create: geometry->views: 720 views expected by angles, got
- * 360". Empty string if nothing failed yet on this thread. The pointer is
+ * "clara_fbp_plan_create: geometry->angles[17]: must be finite, got nan".
+ * Empty string if nothing failed yet on this thread. The pointer is
  * valid until the next failing call on the same thread. */
 CLARA_API const char *clara_last_error(void);
 /* Empties the calling thread's message. */
@@ -169,7 +169,9 @@ CLARA_API clara_status clara_backend_parse(const char *name,
  * Parallel beam: rays run along (-sin t, cos t); a point (x, y) lands on
  *   detector coordinate s = x cos t + y sin t, so that
  *     p(t, s) = integral f(s (cos t, sin t) + l (-sin t, cos t)) dl,
- *   the classic Radon convention (scikit-image's radon() uses it too).
+ *   the classic Radon convention. (scikit-image's radon() draws images
+ *   with rows running down, so its sinograms need the mapping given in
+ *   docs/GEOMETRY.md.)
  * Divergent beams (fan-flat, fan-arc, cone): the source sits at
  *   source_to_iso * (sin t, -cos t, 0); the detector is perpendicular to the
  *   central ray at source_to_detector from the source, its u axis along

@@ -196,17 +196,17 @@ static clara_status bp2d_task(void *arg, size_t index, int worker) {
     double at = vx * c, bt = x0 * c + y * sn;
     if (s->kind == CLARA_GEOM_PARALLEL) {
       /* padded column = (t - u0)/du + 1 */
-      clara_bp_row_parallel(out, line, vol->nx, (float)(at / s->du),
+      kern_bp_row_parallel(out, line, vol->nx, (float)(at / s->du),
                             (float)((bt - s->u0) / s->du + 1.0), cmax);
     } else {
       double al = -vx * sn, bl = s->rs - x0 * sn + y * c;
       if (s->kind == CLARA_GEOM_FAN_FLAT)
-        clara_bp_row_fan_flat(out, line, vol->nx, (float)at, (float)bt,
+        kern_bp_row_fan_flat(out, line, vol->nx, (float)at, (float)bt,
                               (float)al, (float)bl, (float)(s->rd / s->du),
                               (float)(1.0 - s->u0 / s->du),
                               (float)(s->rs * s->rs), cmax);
       else
-        clara_bp_row_fan_arc(out, line, vol->nx, (float)at, (float)bt,
+        kern_bp_row_fan_arc(out, line, vol->nx, (float)at, (float)bt,
                              (float)al, (float)bl, (float)(1.0 / s->du),
                              (float)(1.0 - s->u0 / s->du),
                              (float)(s->rs * s->rs), cmax);
@@ -245,7 +245,7 @@ static clara_status bp3d_task(void *arg, size_t index, int worker) {
       const float *view = j->filtered + (size_t)gv * f->h * f->w;
       double at = vx * c, bt = xt * c + y * sn;
       double al = -vx * sn, bl = s->rs - xt * sn + y * c;
-      clara_bp_rows_cone(out + ix0, (long)slice, nzb, view, f->w, nxt,
+      kern_bp_rows_cone(out + ix0, (long)slice, nzb, view, f->w, nxt,
                          (float)at, (float)bt, (float)al, (float)bl,
                          (float)(s->rd / s->du), (float)(1.0 - s->u0 / s->du),
                          (float)(s->rd / s->dv), (float)(1.0 - s->v0 / s->dv),

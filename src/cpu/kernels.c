@@ -19,7 +19,7 @@ static inline float clampf(float x, float hi) {
 }
 
 CLARA_CLONES
-void clara_bp_row_parallel(float *restrict out, const float *restrict line,
+void kern_bp_row_parallel(float *restrict out, const float *restrict line,
                            int nx, float a, float b, float cmax) {
   for (int ix = 0; ix < nx; ix++) {
     float c = clampf(a * (float)ix + b, cmax);
@@ -30,7 +30,7 @@ void clara_bp_row_parallel(float *restrict out, const float *restrict line,
 }
 
 CLARA_CLONES
-void clara_bp_row_fan_flat(float *restrict out, const float *restrict line,
+void kern_bp_row_fan_flat(float *restrict out, const float *restrict line,
                            int nx, float at, float bt, float al, float bl,
                            float k, float c0, float rs2, float cmax) {
   for (int ix = 0; ix < nx; ix++) {
@@ -68,7 +68,7 @@ static inline float atan_approx(float z) {
 }
 
 CLARA_CLONES
-void clara_bp_row_fan_arc(float *restrict out, const float *restrict line,
+void kern_bp_row_fan_arc(float *restrict out, const float *restrict line,
                           int nx, float at, float bt, float al, float bl,
                           float k, float c0, float rs2, float cmax) {
   for (int ix = 0; ix < nx; ix++) {
@@ -83,7 +83,7 @@ void clara_bp_row_fan_arc(float *restrict out, const float *restrict line,
 }
 
 CLARA_CLONES
-void clara_bp_rows_cone(float *restrict out, long zstride, int nzb,
+void kern_bp_rows_cone(float *restrict out, long zstride, int nzb,
                         const float *restrict proj, int w, int nx, float at,
                         float bt, float al, float bl, float ku, float cu0,
                         float kv, float rv0, float z0, float dz, float rs2,

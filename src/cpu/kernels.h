@@ -10,32 +10,40 @@
 #ifndef CLARA_CPU_KERNELS_H
 #define CLARA_CPU_KERNELS_H
 
+#include "internal.h"
+
 /* Parallel beam: column coordinate c = a*ix + b (padded units). */
-void clara_bp_row_parallel(float *restrict out, const float *restrict line,
-                           int nx, float a, float b, float cmax);
+CLARA_HIDDEN void kern_bp_row_parallel(float *restrict out,
+                                        const float *restrict line, int nx,
+                                        float a, float b, float cmax);
 
 /* Flat fan: t = at*ix + bt, L = al*ix + bl; c = t * k / L + c0 with
  * k = R_d/du; weight (R_s / L)^2 = rs2 / L^2. */
-void clara_bp_row_fan_flat(float *restrict out, const float *restrict line,
-                           int nx, float at, float bt, float al, float bl,
-                           float k, float c0, float rs2, float cmax);
+CLARA_HIDDEN void kern_bp_row_fan_flat(float *restrict out,
+                                        const float *restrict line, int nx,
+                                        float at, float bt, float al, float bl,
+                                        float k, float c0, float rs2,
+                                        float cmax);
 
 /* Arc fan: gamma = atan(t / L); c = gamma * k + c0 with k = 1/dgamma;
  * weight rs2 / (t^2 + L^2). */
-void clara_bp_row_fan_arc(float *restrict out, const float *restrict line,
-                          int nx, float at, float bt, float al, float bl,
-                          float k, float c0, float rs2, float cmax);
+CLARA_HIDDEN void kern_bp_row_fan_arc(float *restrict out,
+                                       const float *restrict line, int nx,
+                                       float at, float bt, float al, float bl,
+                                       float k, float c0, float rs2,
+                                       float cmax);
 
 /* Cone beam, one view into nzb rows (slices z0.. of stride 'zstride' floats
  * in 'out'): for voxel ix, t and L as for the flat fan, column
  * c = t*ku/L + cu0, row r = z*kv/L + rv0 with z = z0 + iz*dz; bilinear
  * interpolation in the padded view 'proj' (width w, cmax/rmax the clamp
  * limits); weight rs2 / L^2. 'col' holds nx ints and 'scratch' 3*nx floats. */
-void clara_bp_rows_cone(float *restrict out, long zstride, int nzb,
-                        const float *restrict proj, int w, int nx, float at,
-                        float bt, float al, float bl, float ku, float cu0,
-                        float kv, float rv0, float z0, float dz, float rs2,
-                        float cmax, float rmax, int *restrict col,
-                        float *restrict scratch);
+CLARA_HIDDEN void kern_bp_rows_cone(float *restrict out, long zstride, int nzb,
+                                     const float *restrict proj, int w, int nx,
+                                     float at, float bt, float al, float bl,
+                                     float ku, float cu0, float kv, float rv0,
+                                     float z0, float dz, float rs2, float cmax,
+                                     float rmax, int *restrict col,
+                                     float *restrict scratch);
 
 #endif
