@@ -1,0 +1,718 @@
+/* clara-recon-bench -- times filtered back-projection (FBP, and FDK for the
+ * cone beam) on an analytic Shepp-Logan scan or on a CT input file, and
+ * checks the result against the ground truth so that a fast but wrong
+ * reconstruction shows.
+ *
+ *   clara-recon-bench fbp [options]        (--help lists them)
+ *
+ * What is timed: plan creation once, then W warm-up executes and K timed
+ * executes of the same plan into the same image buffer, each with
+ * clock_gettime(CLOCK_MONOTONIC). Generating or reading the data, the
+ * ground truth and the error measure are outside every timer.
+ *
+ * The generated scan (voxel 1 mm by default, N x N grid, N x N x N for the
+ * cone): the Shepp-Logan phantom of radius 0.45 N mm, densities as in Toft's
+ * modified table (scale 1), exact line integrals through the centres of the
+ * detector cells. The detector covers the grid's inscribed circle with a 5%
+ * margin (parallel: by default N columns of one voxel, exactly the inscribed
+ * circle, as scikit-image's radon(circle=True) does); divergent beams put the
+ * source at 2 N mm from the axis and the detector at 4 N mm from the source.
+ * Cone detector rows cover the whole height of the grid inside that circle.
+ *
+ * The error measure: the root mean square difference to the rasterised
+ * phantom (4 x 4 samples per pixel in 2D, 2 x 2 x 2 per voxel in 3D) over
+ * the phantom region, defined as the voxels of each image row from the first
+ * to the last non-zero truth voxel (for the Shepp-Logan phantom: the inside
+ * of its outer ellipse). With --input, the truth is the file's /truth
+ * dataset if it has one; otherwise no error is reported.
+ *
+ * Exit status: 0 on success, 1 when the library fails (the message names
+ * the status and the library's explanation), 2 for a bad command line.
+ */
+#include <clara_recon.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
+
+#define PROG "clara-recon-bench"
+
+/* Fraction by which the detector of a generated scan overreaches the grid's
+ * inscribed circle (divergent beams). */
+#define FOV_MARGIN 1.05
+/* Phantom radius as a fraction of the grid's edge. */
+#define PHANTOM_FRACTION 0.45
+
+typedef struct options {
+  clara_geometry_kind kind;
+  int kind_set;
+  int size;              /* 0: default */
+  int views, rows, cols; /* 0: default */
+  double voxel;          /* mm */
+  int voxel_set;
+  clara_backend backend;
+  int threads;
+  int repeat, warmup;
+  clara_filter filter;
+  int json;
+  const char *input;
+  const char *save;
+  const char *write_input;
+} options;
+
+/* Everything one run owns; freed by run_free(). */
+typedef struct run {
+  clara_ct_geometry geom;
+  clara_volume vol;
+  float *angles; /* ours (generated), or the file's (clara_free) */
+  float *proj;   /* ours (generated), or the file's (clara_free) */
+  int from_file; /* angles and proj belong to the library */
+  float *truth;  /* NULL when there is none; malloc or clara_free */
+  int truth_from_file;
+  float *image;
+  double *times; /* repeat execute times, ms */
+  clara_context *ctx;
+  clara_fbp_plan *plan;
+  clara_phantom *phantom;
+} run;
+
+/* ---- Messages ------------------------------------------------------------ */
+
+static void usage(FILE *f) {
+  fprintf(
+      f,
+      "usage: " PROG " fbp [options]\n"
+      "\n"
+      "Times FBP/FDK reconstruction of an analytic Shepp-Logan scan (or of a\n"
+      "CT input file) and reports the error against the phantom.\n"
+      "\n"
+      "options:\n"
+      "  --geometry G     parallel, fan-flat, fan-arc or cone (default "
+      "parallel)\n"
+      "  --size N         N x N grid (N x N x N for cone) of 1 mm voxels\n"
+      "                   (default 512 for 2D, 256 for cone)\n"
+      "  --views V        views (default 720 for 2D, 360 for cone); 180\n"
+      "                   degrees for parallel, 360 for the others\n"
+      "  --rows R         detector rows (cone, default = cols) or stacked 2D\n"
+      "                   slices (default 1)\n"
+      "  --cols C         detector columns (default N for parallel, "
+      "ceil(1.25 N)\n"
+      "                   for the others)\n"
+      "  --voxel MM       voxel size in mm (default 1)\n"
+      "  --backend B      auto, cpu or cuda (default auto)\n"
+      "  --threads T      worker threads, 0 = all online cores (default 0)\n"
+      "  --repeat K       timed executes (default 5)\n"
+      "  --warmup W       untimed executes before them (default 1)\n"
+      "  --filter F       ram-lak (ramp), shepp-logan, cosine, hamming, hann\n"
+      "                   (default ram-lak)\n"
+      "  --input FILE     reconstruct this CT input file (HDF5) instead; its\n"
+      "                   /truth, if any, sets the grid and the reference\n"
+      "  --save FILE      write the reconstruction as an image file (HDF5)\n"
+      "  --write-input FILE  write the generated scan, with its /truth, as a\n"
+      "                   CT input file (HDF5)\n"
+      "  --json           print one JSON object instead of text\n"
+      "  --help, --version\n");
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+static int
+usage_error(const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, PROG ": ");
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\n");
+  usage(stderr);
+  return 2;
+}
+
+/* Reports a library failure; returns the exit status 1. */
+static int lib_error(const char *what, clara_status st) {
+  fprintf(stderr, PROG ": %s failed: %s: %s\n", what, clara_status_name(st),
+          clara_last_error());
+  return 1;
+}
+
+/* ---- Command line -------------------------------------------------------- */
+
+static int parse_int(const char *s, long lo, long hi, int *out) {
+  char *end;
+  long v;
+  errno = 0;
+  v = strtol(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
+    return -1;
+  *out = (int)v;
+  return 0;
+}
+
+static int parse_double(const char *s, double *out) {
+  char *end;
+  double v;
+  errno = 0;
+  v = strtod(s, &end);
+  if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v <= 0)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* Parses argv; returns -1 to go on, or an exit status. */
+static int parse_args(int argc, char **argv, options *o) {
+  memset(o, 0, sizeof *o);
+  o->kind = CLARA_GEOM_PARALLEL;
+  o->voxel = 1.0;
+  o->backend = CLARA_BACKEND_AUTO;
+  o->repeat = 5;
+  o->warmup = 1;
+  o->filter = CLARA_FILTER_RAM_LAK;
+
+  if (argc < 2)
+    return usage_error("a command is required");
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(argv[1], "--version") == 0) {
+    printf(PROG " %s\n", clara_version());
+    return 0;
+  }
+  if (strcmp(argv[1], "fbp") != 0)
+    return usage_error("unknown command \"%s\"", argv[1]);
+
+  for (int i = 2; i < argc; i++) {
+    const char *arg = argv[i];
+    const char *val = NULL;
+    char name[32];
+    const char *eq;
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+      usage(stdout);
+      return 0;
+    }
+    if (strcmp(arg, "--version") == 0) {
+      printf(PROG " %s\n", clara_version());
+      return 0;
+    }
+    if (strcmp(arg, "--json") == 0) {
+      o->json = 1;
+      continue;
+    }
+    if (strncmp(arg, "--", 2) != 0)
+      return usage_error("unexpected argument \"%s\"", arg);
+    /* --name value or --name=value */
+    eq = strchr(arg, '=');
+    if (eq) {
+      size_t n = (size_t)(eq - arg);
+      if (n >= sizeof name)
+        return usage_error("unknown option \"%s\"", arg);
+      memcpy(name, arg, n);
+      name[n] = '\0';
+      val = eq + 1;
+    } else {
+      if (strlen(arg) >= sizeof name)
+        return usage_error("unknown option \"%s\"", arg);
+      strcpy(name, arg);
+    }
+
+#define NEED_VALUE()                                                           \
+  do {                                                                         \
+    if (!val) {                                                                \
+      if (i + 1 >= argc)                                                       \
+        return usage_error("option %s needs a value", name);                   \
+      val = argv[++i];                                                         \
+    }                                                                          \
+  } while (0)
+#define INT_OPT(opt, field, lo, hi)                                            \
+  if (strcmp(name, opt) == 0) {                                                \
+    NEED_VALUE();                                                              \
+    if (parse_int(val, lo, hi, &o->field) != 0)                                \
+      return usage_error("%s: invalid value \"%s\"", name, val);               \
+    continue;                                                                  \
+  }
+
+    INT_OPT("--size", size, 1, 1 << 16)
+    INT_OPT("--views", views, 2, 1 << 24)
+    INT_OPT("--rows", rows, 1, 1 << 16)
+    INT_OPT("--cols", cols, 2, 1 << 20)
+    INT_OPT("--threads", threads, 0, 4096)
+    INT_OPT("--repeat", repeat, 1, 1000000)
+    INT_OPT("--warmup", warmup, 0, 1000000)
+#undef INT_OPT
+
+    if (strcmp(name, "--geometry") == 0) {
+      NEED_VALUE();
+      if (clara_geometry_parse(val, &o->kind) != CLARA_OK)
+        return usage_error("%s: unknown geometry \"%s\" (expected parallel, "
+                           "fan-flat, fan-arc or cone)",
+                           name, val);
+      o->kind_set = 1;
+    } else if (strcmp(name, "--backend") == 0) {
+      NEED_VALUE();
+      if (clara_backend_parse(val, &o->backend) != CLARA_OK)
+        return usage_error("%s: unknown backend \"%s\" (expected auto, cpu "
+                           "or cuda)",
+                           name, val);
+    } else if (strcmp(name, "--filter") == 0) {
+      NEED_VALUE();
+      if (clara_filter_parse(val, &o->filter) != CLARA_OK)
+        return usage_error("%s: unknown filter \"%s\" (expected ram-lak, "
+                           "shepp-logan, cosine, hamming or hann)",
+                           name, val);
+    } else if (strcmp(name, "--voxel") == 0) {
+      NEED_VALUE();
+      if (parse_double(val, &o->voxel) != 0)
+        return usage_error("%s: invalid value \"%s\" (a size in mm > 0)", name,
+                           val);
+      o->voxel_set = 1;
+    } else if (strcmp(name, "--input") == 0) {
+      NEED_VALUE();
+      o->input = val;
+    } else if (strcmp(name, "--save") == 0) {
+      NEED_VALUE();
+      o->save = val;
+    } else if (strcmp(name, "--write-input") == 0) {
+      NEED_VALUE();
+      o->write_input = val;
+    } else {
+      return usage_error("unknown option \"%s\"", name);
+    }
+#undef NEED_VALUE
+  }
+  if (o->input && o->write_input)
+    return usage_error("--write-input writes a generated scan; it cannot be "
+                       "used with --input");
+  return -1;
+}
+
+/* ---- Helpers ------------------------------------------------------------- */
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* n1 * n2 * n3 floats, or NULL (with a message) when that does not fit. */
+static float *alloc_floats(size_t n1, size_t n2, size_t n3, const char *what) {
+  float *p;
+  if (n1 == 0 || n2 == 0 || n3 == 0 || n2 > SIZE_MAX / n1 ||
+      n3 > SIZE_MAX / (n1 * n2) || n1 * n2 * n3 > SIZE_MAX / sizeof(float)) {
+    fprintf(stderr, PROG ": %s: %zu x %zu x %zu floats is too large\n", what,
+            n1, n2, n3);
+    return NULL;
+  }
+  p = malloc(n1 * n2 * n3 * sizeof(float));
+  if (!p)
+    fprintf(stderr, PROG ": %s: cannot allocate %.1f MiB\n", what,
+            (double)(n1 * n2 * n3 * sizeof(float)) / (1024.0 * 1024.0));
+  return p;
+}
+
+static size_t volume_voxels(const clara_volume *v) {
+  return (size_t)v->nx * (size_t)v->ny * (size_t)v->nz;
+}
+
+/* RMSE over the phantom region: in each image row, the voxels from the
+ * first to the last non-zero truth voxel. *count gets the region's size. */
+static double region_rmse(const clara_volume *vol, const float *image,
+                          const float *truth, size_t *count) {
+  double sum = 0;
+  size_t n = 0;
+  size_t nrows = (size_t)vol->ny * (size_t)vol->nz;
+  for (size_t r = 0; r < nrows; r++) {
+    const float *t = truth + r * (size_t)vol->nx;
+    const float *x = image + r * (size_t)vol->nx;
+    int first = -1, last = -1;
+    for (int i = 0; i < vol->nx; i++) {
+      if (t[i] != 0.0f) {
+        if (first < 0)
+          first = i;
+        last = i;
+      }
+    }
+    for (int i = first; first >= 0 && i <= last; i++) {
+      double d = (double)x[i] - (double)t[i];
+      sum += d * d;
+      n++;
+    }
+  }
+  *count = n;
+  return n ? sqrt(sum / (double)n) : NAN;
+}
+
+static void json_string(const char *s) {
+  putchar('"');
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      printf("\\%c", *p);
+    else if (*p < 0x20)
+      printf("\\u%04x", *p);
+    else
+      putchar(*p);
+  }
+  putchar('"');
+}
+
+static void json_number(double v) {
+  if (isfinite(v))
+    printf("%.6g", v);
+  else
+    printf("null");
+}
+
+/* ---- The generated scan -------------------------------------------------- */
+
+/* Fills r->geom, r->vol and r->angles for a generated scan. Returns 0, or
+ * an exit status after a message. */
+static int make_geometry(const options *o, run *r) {
+  clara_ct_geometry *g = &r->geom;
+  clara_volume *v = &r->vol;
+  int cone = o->kind == CLARA_GEOM_CONE;
+  int n = o->size ? o->size : cone ? 256 : 512;
+  double vox = o->voxel;
+  double range = o->kind == CLARA_GEOM_PARALLEL ? M_PI : 2.0 * M_PI;
+
+  memset(g, 0, sizeof *g);
+  memset(v, 0, sizeof *v);
+  g->kind = o->kind;
+  g->views = o->views ? o->views : cone ? 360 : 720;
+  if (o->kind == CLARA_GEOM_PARALLEL)
+    g->cols = o->cols ? o->cols : n;
+  else
+    g->cols = o->cols ? o->cols : (int)ceil(1.25 * n);
+  g->rows = o->rows ? o->rows : cone ? g->cols : 1;
+
+  v->nx = v->ny = n;
+  v->nz = cone ? n : g->rows;
+  v->voxel[0] = v->voxel[1] = v->voxel[2] = vox;
+
+  r->angles = malloc(sizeof *r->angles * (size_t)g->views);
+  if (!r->angles) {
+    fprintf(stderr, PROG ": cannot allocate %d angles\n", g->views);
+    return 1;
+  }
+  for (int k = 0; k < g->views; k++)
+    r->angles[k] = (float)(range * k / g->views);
+  g->angles = r->angles;
+
+  if (o->kind == CLARA_GEOM_PARALLEL) {
+    /* N columns of one voxel (scikit-image's radon(circle=True) layout,
+     * which the plan accepts to within a voxel); otherwise the columns
+     * span the grid's width from centre to centre */
+    g->det_spacing[1] = g->cols == n ? vox : n * vox / (g->cols - 1);
+    g->det_spacing[0] = vox;
+  } else {
+    double rs = 2.0 * n * vox, rd = 2.0 * rs;
+    double rc = 0.5 * n * vox * FOV_MARGIN; /* radius to cover */
+    double gam = asin(rc / rs);             /* its half fan angle */
+    g->source_to_iso = rs;
+    g->source_to_detector = rd;
+    if (o->kind == CLARA_GEOM_FAN_ARC)
+      g->det_spacing[1] = 2.0 * gam / (g->cols - 1);
+    else
+      g->det_spacing[1] = 2.0 * rd * tan(gam) / (g->cols - 1);
+    if (cone) {
+      /* the top and bottom of the grid, seen from the nearest point of the
+       * covered circle */
+      double vmax = 0.5 * n * vox * rd / (rs - rc);
+      g->det_spacing[0] = g->rows > 1 ? 2.0 * vmax / (g->rows - 1) : vox;
+    } else {
+      g->det_spacing[0] = vox;
+    }
+  }
+  return 0;
+}
+
+/* Makes the phantom, its projections and its rasterised truth. */
+static int make_data(run *r) {
+  int ndim = r->geom.kind == CLARA_GEOM_CONE ? 3 : 2;
+  double radius = PHANTOM_FRACTION * r->vol.nx * r->vol.voxel[0];
+  clara_status st;
+
+  st = clara_phantom_shepp_logan(ndim, radius, 1.0, &r->phantom);
+  if (st != CLARA_OK)
+    return lib_error("clara_phantom_shepp_logan", st);
+  r->proj = alloc_floats((size_t)r->geom.views, (size_t)r->geom.rows,
+                         (size_t)r->geom.cols, "projections");
+  r->truth = alloc_floats((size_t)r->vol.nz, (size_t)r->vol.ny,
+                          (size_t)r->vol.nx, "truth");
+  if (!r->proj || !r->truth)
+    return 1;
+  st = clara_phantom_project(r->phantom, &r->geom, r->proj);
+  if (st != CLARA_OK)
+    return lib_error("clara_phantom_project", st);
+  st =
+      clara_phantom_rasterize(r->phantom, &r->vol, ndim == 2 ? 4 : 2, r->truth);
+  if (st != CLARA_OK)
+    return lib_error("clara_phantom_rasterize", st);
+  return 0;
+}
+
+/* ---- A CT input file ----------------------------------------------------- */
+
+static int check_matches(const char *opt, int given, int found,
+                         const char *path) {
+  if (given && given != found) {
+    fprintf(stderr, PROG ": %s %d given, but %s has %d\n", opt, given, path,
+            found);
+    return 1;
+  }
+  return 0;
+}
+
+static int read_input(const options *o, run *r) {
+  clara_status st;
+  clara_volume tv;
+  float *truth = NULL;
+  int cone;
+
+  st = clara_ct_file_read(o->input, &r->geom, &r->angles, &r->proj);
+  if (st != CLARA_OK)
+    return lib_error("clara_ct_file_read", st);
+  r->from_file = 1;
+  if (o->kind_set && o->kind != r->geom.kind) {
+    fprintf(stderr, PROG ": --geometry %s given, but %s is %s\n",
+            clara_geometry_name(o->kind), o->input,
+            clara_geometry_name(r->geom.kind));
+    return 1;
+  }
+  if (check_matches("--views", o->views, r->geom.views, o->input) ||
+      check_matches("--rows", o->rows, r->geom.rows, o->input) ||
+      check_matches("--cols", o->cols, r->geom.cols, o->input))
+    return 1;
+  cone = r->geom.kind == CLARA_GEOM_CONE;
+
+  st = clara_image_file_read(o->input, "/truth", &tv, &truth, NULL, 0);
+  if (st == CLARA_OK) {
+    r->truth = truth;
+    r->truth_from_file = 1;
+    if (o->size &&
+        (o->size != tv.nx || o->size != tv.ny || (cone && o->size != tv.nz))) {
+      fprintf(stderr,
+              PROG ": --size %d given, but the /truth of %s is %d x %d x %d\n",
+              o->size, o->input, tv.nx, tv.ny, tv.nz);
+      return 1;
+    }
+    if (o->voxel_set && o->voxel != tv.voxel[0]) {
+      fprintf(stderr, PROG ": --voxel %g given, but the /truth of %s has %g\n",
+              o->voxel, o->input, tv.voxel[0]);
+      return 1;
+    }
+    r->vol = tv;
+  } else if (st == CLARA_ERR_FORMAT) {
+    /* no usable ground truth: reconstruct on the grid from the options */
+    if (!o->json)
+      fprintf(stderr, PROG ": note: no ground truth in %s (%s); no RMSE\n",
+              o->input, clara_last_error());
+    memset(&r->vol, 0, sizeof r->vol);
+    r->vol.nx = r->vol.ny = o->size ? o->size : cone ? 256 : 512;
+    r->vol.nz = cone ? r->vol.nx : r->geom.rows;
+    r->vol.voxel[0] = r->vol.voxel[1] = r->vol.voxel[2] = o->voxel;
+  } else {
+    return lib_error("clara_image_file_read (/truth)", st);
+  }
+  if (!cone && r->vol.nz != r->geom.rows) {
+    fprintf(
+        stderr, PROG ": %s: the /truth has %d slices but the %s data %d rows\n",
+        o->input, r->vol.nz, clara_geometry_name(r->geom.kind), r->geom.rows);
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- Main ---------------------------------------------------------------- */
+
+static void run_free(run *r) {
+  clara_fbp_plan_destroy(r->plan);
+  clara_context_destroy(r->ctx);
+  clara_phantom_destroy(r->phantom);
+  if (r->from_file) {
+    clara_free(r->angles);
+    clara_free(r->proj);
+  } else {
+    free(r->angles);
+    free(r->proj);
+  }
+  if (r->truth_from_file)
+    clara_free(r->truth);
+  else
+    free(r->truth);
+  free(r->image);
+  free(r->times);
+}
+
+static int bench(const options *o, run *r) {
+  clara_context_options copts;
+  clara_fbp_options fopts;
+  clara_status st;
+  double t0, data_ms, plan_ms, cold_ms = NAN, med, tmin, tmax, gups;
+  double rmse = NAN;
+  size_t region = 0;
+  double *sorted;
+  int ret;
+
+  t0 = now_ms();
+  if (o->input)
+    ret = read_input(o, r);
+  else if ((ret = make_geometry(o, r)) == 0)
+    ret = make_data(r);
+  if (ret != 0)
+    return ret;
+  data_ms = now_ms() - t0;
+
+  if (o->write_input) {
+    st = clara_ct_file_write(o->write_input, &r->geom, r->proj, &r->vol,
+                             r->truth);
+    if (st != CLARA_OK)
+      return lib_error("clara_ct_file_write", st);
+  }
+
+  clara_context_options_init(&copts);
+  copts.backend = o->backend;
+  copts.threads = o->threads;
+  st = clara_context_create(&copts, &r->ctx);
+  if (st != CLARA_OK)
+    return lib_error("clara_context_create", st);
+
+  r->image = alloc_floats((size_t)r->vol.nz, (size_t)r->vol.ny,
+                          (size_t)r->vol.nx, "image");
+  r->times = malloc(sizeof *r->times * (size_t)o->repeat * 2);
+  if (!r->image || !r->times)
+    return 1;
+
+  clara_fbp_options_init(&fopts);
+  fopts.filter = o->filter;
+  t0 = now_ms();
+  st = clara_fbp_plan_create(r->ctx, &r->geom, &r->vol, &fopts, &r->plan);
+  plan_ms = now_ms() - t0;
+  if (st != CLARA_OK)
+    return lib_error("clara_fbp_plan_create", st);
+
+  for (int k = 0; k < o->warmup + o->repeat; k++) {
+    double dt;
+    t0 = now_ms();
+    st = clara_fbp_execute(r->plan, r->proj, r->image);
+    dt = now_ms() - t0;
+    if (st != CLARA_OK)
+      return lib_error("clara_fbp_execute", st);
+    if (k == 0)
+      cold_ms = dt;
+    if (k >= o->warmup)
+      r->times[k - o->warmup] = dt;
+  }
+  sorted = r->times + o->repeat;
+  memcpy(sorted, r->times, sizeof *sorted * (size_t)o->repeat);
+  qsort(sorted, (size_t)o->repeat, sizeof *sorted, cmp_double);
+  med = o->repeat % 2
+            ? sorted[o->repeat / 2]
+            : 0.5 * (sorted[o->repeat / 2 - 1] + sorted[o->repeat / 2]);
+  tmin = sorted[0];
+  tmax = sorted[o->repeat - 1];
+  gups = (double)volume_voxels(&r->vol) * (double)r->geom.views / (med * 1e-3) /
+         1e9;
+
+  if (r->truth)
+    rmse = region_rmse(&r->vol, r->image, r->truth, &region);
+
+  if (o->save) {
+    st = clara_image_file_write(o->save, &r->vol, r->image, "1/mm");
+    if (st != CLARA_OK)
+      return lib_error("clara_image_file_write", st);
+  }
+
+  if (o->json) {
+    printf("{\"tool\": \"" PROG "\", \"version\": ");
+    json_string(clara_version());
+    printf(", \"geometry\": ");
+    json_string(clara_geometry_name(r->geom.kind));
+    printf(", \"nx\": %d, \"ny\": %d, \"nz\": %d, \"voxel_mm\": ", r->vol.nx,
+           r->vol.ny, r->vol.nz);
+    json_number(r->vol.voxel[0]);
+    printf(", \"views\": %d, \"rows\": %d, \"cols\": %d, \"backend\": ",
+           r->geom.views, r->geom.rows, r->geom.cols);
+    json_string(clara_backend_name(clara_context_backend(r->ctx)));
+    printf(", \"threads\": %d, \"filter\": ", clara_context_threads(r->ctx));
+    json_string(clara_filter_name(o->filter));
+    printf(", \"input\": ");
+    if (o->input)
+      json_string(o->input);
+    else
+      printf("null");
+    printf(", \"data_ms\": ");
+    json_number(data_ms);
+    printf(", \"plan_ms\": ");
+    json_number(plan_ms);
+    printf(", \"cold_ms\": ");
+    json_number(cold_ms);
+    printf(", \"median_ms\": ");
+    json_number(med);
+    printf(", \"min_ms\": ");
+    json_number(tmin);
+    printf(", \"max_ms\": ");
+    json_number(tmax);
+    printf(", \"repeat\": %d, \"warmup\": %d, \"gups\": ", o->repeat,
+           o->warmup);
+    json_number(gups);
+    printf(", \"rmse\": ");
+    json_number(rmse);
+    printf(", \"rmse_voxels\": %zu}\n", region);
+  } else {
+    printf(PROG " %s: fbp %s, volume %d x %d x %d (voxel %g mm), %d views "
+                "x %d rows x %d cols\n",
+           clara_version(), clara_geometry_name(r->geom.kind), r->vol.nx,
+           r->vol.ny, r->vol.nz, r->vol.voxel[0], r->geom.views, r->geom.rows,
+           r->geom.cols);
+    printf("  backend %s, threads %d, filter %s\n",
+           clara_backend_name(clara_context_backend(r->ctx)),
+           clara_context_threads(r->ctx), clara_filter_name(o->filter));
+    if (o->input)
+      printf("  data:     %s (read in %.1f ms)\n", o->input, data_ms);
+    else
+      printf("  data:     analytic Shepp-Logan (made in %.1f ms)\n", data_ms);
+    printf("  plan:     %.2f ms\n", plan_ms);
+    printf("  execute:  median %.2f ms, min %.2f ms, max %.2f ms (%d runs "
+           "after %d warm-up; first run %.2f ms)\n",
+           med, tmin, tmax, o->repeat, o->warmup, cold_ms);
+    printf("  rate:     %.3f GUPS (voxel updates per second / 1e9)\n", gups);
+    if (r->truth)
+      printf("  rmse:     %.6g over %zu voxels of the phantom region\n", rmse,
+             region);
+    else
+      printf("  rmse:     n/a (no ground truth)\n");
+  }
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, PROG ": error writing the output: %s\n", strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  options o;
+  run r;
+  int ret = parse_args(argc, argv, &o);
+  if (ret >= 0)
+    return ret;
+  memset(&r, 0, sizeof r);
+  ret = bench(&o, &r);
+  run_free(&r);
+  return ret;
+}
