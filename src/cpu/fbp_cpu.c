@@ -24,9 +24,17 @@
 typedef struct cpu_fbp {
   fftwf_plan r2c, c2r;
   int nfft, nspec; /* nfft real in, nfft/2+1 complex out */
-  int w;           /* padded line width: cols + 3 */
-  int h;           /* padded rows per view: rows + 3 */
+  int w;           /* padded line width: cols + 1 + CLARA_LINE_TAIL */
+  int h;           /* rows per view: rows, plus 3 zero rows for cone */
+  int r0;          /* row of the first data line in a view (1 for cone) */
   int group;       /* views per group */
+  /* 2D row kernels, chosen for this CPU at plan time */
+  void (*bp_parallel)(float *restrict, const float *restrict, int, float, float,
+                      float);
+  void (*bp_fan_flat)(float *restrict, const float *restrict, int, float, float,
+                      float, float, float, float, float, float);
+  void (*bp_fan_arc)(float *restrict, const float *restrict, int, float, float,
+                     float, float, float, float, float, float);
 } cpu_fbp;
 
 static pthread_once_t fftw_once = PTHREAD_ONCE_INIT;
@@ -47,8 +55,25 @@ static clara_status cpu_fbp_create(const clara_context *ctx,
                                                "state");
   f->nfft = s->nfft;
   f->nspec = s->nfft / 2 + 1;
-  f->w = s->cols + 3;
-  f->h = s->rows + 3;
+  f->w = s->cols + 1 + CLARA_LINE_TAIL;
+  f->r0 = s->kind == CLARA_GEOM_CONE ? 1 : 0;
+  f->h = s->kind == CLARA_GEOM_CONE ? s->rows + 3 : s->rows;
+  f->bp_parallel = kern_bp_row_parallel;
+  f->bp_fan_flat = kern_bp_row_fan_flat;
+  f->bp_fan_arc = kern_bp_row_fan_arc;
+#if CLARA_HAVE_AVX512_KERNELS
+  /* CLARA_RECON_CPU_KERNELS=portable keeps the portable kernels (tests
+   * run both). */
+  {
+    const char *k = getenv("CLARA_RECON_CPU_KERNELS");
+    if (__builtin_cpu_supports("avx512f") &&
+        !(k && strcmp(k, "portable") == 0)) {
+      f->bp_parallel = kern_bp_row_parallel_avx512;
+      f->bp_fan_flat = kern_bp_row_fan_flat_avx512;
+      f->bp_fan_arc = kern_bp_row_fan_arc_avx512;
+    }
+  }
+#endif
   if ((double)f->w * (double)f->h >= (double)INT_MAX) {
     free(f);
     return clara_fail(CLARA_ERR_UNSUPPORTED,
@@ -163,7 +188,7 @@ static clara_status filter_task(void *arg, size_t index, int worker) {
   for (int b = 0; b < n; b++) {
     size_t line = first + (size_t)b;
     int gv = (int)(line / (size_t)rows), r = (int)(line % (size_t)rows);
-    float *dst = j->filtered + ((size_t)gv * f->h + (size_t)r + 1) * f->w;
+    float *dst = j->filtered + ((size_t)gv * f->h + (size_t)(r + f->r0)) * f->w;
     memcpy(dst + 1, in + (size_t)b * f->nfft, sizeof(float) * (size_t)cols);
   }
   return CLARA_OK;
@@ -190,26 +215,25 @@ static clara_status bp2d_task(void *arg, size_t index, int worker) {
   for (int gv = 0; gv < j->nv; gv++) {
     int v = j->v0 + gv;
     double c = s->cos_t[v], sn = s->sin_t[v];
-    const float *line =
-        j->filtered + ((size_t)gv * f->h + (size_t)iz + 1) * f->w;
+    const float *line = j->filtered + ((size_t)gv * f->h + (size_t)iz) * f->w;
     /* t = x cos + y sin along the row; L = R_s - x sin + y cos */
     double at = vx * c, bt = x0 * c + y * sn;
     if (s->kind == CLARA_GEOM_PARALLEL) {
       /* padded column = (t - u0)/du + 1 */
-      kern_bp_row_parallel(out, line, vol->nx, (float)(at / s->du),
-                            (float)((bt - s->u0) / s->du + 1.0), cmax);
+      f->bp_parallel(out, line, vol->nx, (float)(at / s->du),
+                     (float)((bt - s->u0) / s->du + 1.0), cmax);
     } else {
       double al = -vx * sn, bl = s->rs - x0 * sn + y * c;
       if (s->kind == CLARA_GEOM_FAN_FLAT)
-        kern_bp_row_fan_flat(out, line, vol->nx, (float)at, (float)bt,
-                              (float)al, (float)bl, (float)(s->rd / s->du),
-                              (float)(1.0 - s->u0 / s->du),
-                              (float)(s->rs * s->rs), cmax);
+        f->bp_fan_flat(out, line, vol->nx, (float)at, (float)bt, (float)al,
+                       (float)bl, (float)(s->rd / s->du),
+                       (float)(1.0 - s->u0 / s->du), (float)(s->rs * s->rs),
+                       cmax);
       else
-        kern_bp_row_fan_arc(out, line, vol->nx, (float)at, (float)bt,
-                             (float)al, (float)bl, (float)(1.0 / s->du),
-                             (float)(1.0 - s->u0 / s->du),
-                             (float)(s->rs * s->rs), cmax);
+        f->bp_fan_arc(out, line, vol->nx, (float)at, (float)bt, (float)al,
+                      (float)bl, (float)(1.0 / s->du),
+                      (float)(1.0 - s->u0 / s->du), (float)(s->rs * s->rs),
+                      cmax);
     }
   }
   return CLARA_OK;
@@ -245,13 +269,12 @@ static clara_status bp3d_task(void *arg, size_t index, int worker) {
       const float *view = j->filtered + (size_t)gv * f->h * f->w;
       double at = vx * c, bt = xt * c + y * sn;
       double al = -vx * sn, bl = s->rs - xt * sn + y * c;
-      kern_bp_rows_cone(out + ix0, (long)slice, nzb, view, f->w, nxt,
-                         (float)at, (float)bt, (float)al, (float)bl,
-                         (float)(s->rd / s->du), (float)(1.0 - s->u0 / s->du),
-                         (float)(s->rd / s->dv), (float)(1.0 - s->v0 / s->dv),
-                         (float)z0, (float)vol->voxel[2],
-                         (float)(s->rs * s->rs), cmax, rmax,
-                         j->iscratch[worker], j->scratch[worker]);
+      kern_bp_rows_cone(out + ix0, (long)slice, nzb, view, f->w, nxt, (float)at,
+                        (float)bt, (float)al, (float)bl, (float)(s->rd / s->du),
+                        (float)(1.0 - s->u0 / s->du), (float)(s->rd / s->dv),
+                        (float)(1.0 - s->v0 / s->dv), (float)z0,
+                        (float)vol->voxel[2], (float)(s->rs * s->rs), cmax,
+                        rmax, j->iscratch[worker], j->scratch[worker]);
     }
   }
   return CLARA_OK;

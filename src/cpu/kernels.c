@@ -20,7 +20,7 @@ static inline float clampf(float x, float hi) {
 
 CLARA_CLONES
 void kern_bp_row_parallel(float *restrict out, const float *restrict line,
-                           int nx, float a, float b, float cmax) {
+                          int nx, float a, float b, float cmax) {
   for (int ix = 0; ix < nx; ix++) {
     float c = clampf(a * (float)ix + b, cmax);
     int i0 = (int)c;
@@ -31,8 +31,8 @@ void kern_bp_row_parallel(float *restrict out, const float *restrict line,
 
 CLARA_CLONES
 void kern_bp_row_fan_flat(float *restrict out, const float *restrict line,
-                           int nx, float at, float bt, float al, float bl,
-                           float k, float c0, float rs2, float cmax) {
+                          int nx, float at, float bt, float al, float bl,
+                          float k, float c0, float rs2, float cmax) {
   for (int ix = 0; ix < nx; ix++) {
     float t = at * (float)ix + bt;
     float inv = 1.0f / (al * (float)ix + bl);
@@ -67,10 +67,12 @@ static inline float atan_approx(float z) {
   return z < 0.0f ? -r : r;
 }
 
+float kern_atan(float z) { return atan_approx(z); }
+
 CLARA_CLONES
 void kern_bp_row_fan_arc(float *restrict out, const float *restrict line,
-                          int nx, float at, float bt, float al, float bl,
-                          float k, float c0, float rs2, float cmax) {
+                         int nx, float at, float bt, float al, float bl,
+                         float k, float c0, float rs2, float cmax) {
   for (int ix = 0; ix < nx; ix++) {
     float t = at * (float)ix + bt;
     float l = al * (float)ix + bl;
@@ -84,11 +86,11 @@ void kern_bp_row_fan_arc(float *restrict out, const float *restrict line,
 
 CLARA_CLONES
 void kern_bp_rows_cone(float *restrict out, long zstride, int nzb,
-                        const float *restrict proj, int w, int nx, float at,
-                        float bt, float al, float bl, float ku, float cu0,
-                        float kv, float rv0, float z0, float dz, float rs2,
-                        float cmax, float rmax, int *restrict col,
-                        float *restrict scratch) {
+                       const float *restrict proj, int w, int nx, float at,
+                       float bt, float al, float bl, float ku, float cu0,
+                       float kv, float rv0, float z0, float dz, float rs2,
+                       float cmax, float rmax, int *restrict col,
+                       float *restrict scratch) {
   float *restrict fu = scratch;
   float *restrict wt = scratch + nx;
   float *restrict kl = scratch + 2 * nx;
