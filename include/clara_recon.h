@@ -132,6 +132,13 @@ typedef struct clara_context_options {
   int threads;                /* worker threads; 0 (default) = online cores */
   clara_progress_fn progress; /* optional, default NULL */
   void *progress_user;        /* passed to progress */
+  /* CUDA device index (default 0). Out of range is CLARA_ERR_INVALID_ARG
+   * for cuda and auto alike. Ignored by the CPU backend. */
+  int device;
+  /* Bytes a plan may use on the device; 0 (default) = what the device has
+   * free when the plan is made. Volumes that do not fit are reconstructed
+   * in slabs of z; one that cannot be done at all fails at plan time. */
+  size_t device_memory_limit;
 } clara_context_options;
 
 typedef struct clara_context_s clara_context;
@@ -273,7 +280,12 @@ enum {
   CLARA_FBP_NO_FOV_MASK = 1u << 1,
   /* Never apply the offset-detector (half-fan) redundancy weights, even for
    * an asymmetric detector. */
-  CLARA_FBP_NO_OFFSET_WEIGHTS = 1u << 2
+  CLARA_FBP_NO_OFFSET_WEIGHTS = 1u << 2,
+  /* CUDA backend: interpolate with the texture units (fast; their weights
+   * have 8 fractional bits) instead of in software (precise, the default).
+   * bench/RESULTS.md gives the error of each mode against the CPU. Ignored
+   * by the CPU backend. */
+  CLARA_FBP_GPU_TEXTURE = 1u << 3
 };
 
 typedef struct clara_fbp_options {
@@ -325,6 +337,33 @@ CLARA_API clara_status clara_fbp_plan_create(clara_context *ctx,
 CLARA_API clara_status clara_fbp_execute(const clara_fbp_plan *plan,
                                          const float *projections,
                                          float *image);
+
+/* As clara_fbp_execute, with both arrays in the memory of the plan's CUDA
+ * device (cudaMalloc'd, same layout), so that a GPU pipeline never goes
+ * through host memory. The call returns when the image is complete.
+ * Errors: CLARA_ERR_UNSUPPORTED on a CPU context; CLARA_ERR_INVALID_ARG for
+ * NULL or host pointers; CLARA_ERR_DEVICE with the CUDA error's name. */
+CLARA_API clara_status clara_fbp_execute_device(const clara_fbp_plan *plan,
+                                                const float *d_projections,
+                                                float *d_image);
+
+/* Where an execute spent its time, in milliseconds: device time from CUDA
+ * events on the GPU; on the CPU, wall time, with filtering and
+ * back-projection (which run interleaved) together in backproject_ms. */
+typedef struct clara_fbp_timing {
+  double total_ms;       /* the whole call, host to host */
+  double upload_ms;      /* host to device copies (0 on the CPU) */
+  double filter_ms;      /* weighting and ramp filtering (0 on the CPU) */
+  double backproject_ms; /* back-projection */
+  double download_ms;    /* device to host copies (0 on the CPU) */
+  int slabs;             /* z slabs the volume was split into (1 = none) */
+} clara_fbp_timing;
+
+/* clara_fbp_execute that also reports its timing (for benchmarks). */
+CLARA_API clara_status clara_fbp_execute_timed(const clara_fbp_plan *plan,
+                                               const float *projections,
+                                               float *image,
+                                               clara_fbp_timing *timing);
 
 CLARA_API void clara_fbp_plan_destroy(clara_fbp_plan *plan);
 

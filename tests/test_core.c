@@ -86,6 +86,10 @@ START_TEST(contexts) {
   ck_assert_ptr_null(ctx);
   ck_assert_ptr_nonnull(strstr(clara_last_error(), "got -1"));
   o.threads = 0;
+  o.device = -2;
+  ck_assert_int_eq(clara_context_create(&o, &ctx), CLARA_ERR_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(clara_last_error(), "opts->device"));
+  o.device = 0;
   o.backend = (clara_backend)7;
   ck_assert_int_eq(clara_context_create(&o, &ctx), CLARA_ERR_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(clara_last_error(), "backend"));

@@ -726,6 +726,50 @@ START_TEST(bad_inputs) {
 }
 END_TEST
 
+/* The device entry points on a CPU context, the timed execute, and the
+ * GPU-only flag (accepted, no effect on the CPU). */
+START_TEST(device_and_timing_on_cpu) {
+  int views = 60;
+  float *a = uniform_angles(views, 0, M_PI);
+  clara_ct_geometry g = make_geom(CLARA_GEOM_PARALLEL, views, 1, 64, a);
+  clara_volume vol = make_vol(48, 1);
+  clara_context *ctx = cpu_ctx(2);
+  clara_fbp_plan *p = NULL, *pt = NULL;
+  clara_fbp_options o;
+  clara_fbp_timing t;
+  float *proj = malloc(sizeof(float) * views * 64);
+  float *i1 = malloc(sizeof(float) * 48 * 48),
+        *i2 = malloc(sizeof(float) * 48 * 48);
+  for (int i = 0; i < views * 64; i++)
+    proj[i] = (float)(i % 7);
+  clara_fbp_options_init(&o);
+  ck_assert_int_eq(clara_fbp_plan_create(ctx, &g, &vol, &o, &p), CLARA_OK);
+  o.flags = CLARA_FBP_GPU_TEXTURE;
+  ck_assert_int_eq(clara_fbp_plan_create(ctx, &g, &vol, &o, &pt), CLARA_OK);
+  ck_assert_int_eq(clara_fbp_execute_device(p, proj, i1),
+                   CLARA_ERR_UNSUPPORTED);
+  MSG_HAS("cpu backend");
+  ck_assert_int_eq(clara_fbp_execute_device(p, NULL, i1),
+                   CLARA_ERR_INVALID_ARG);
+  ck_assert_int_eq(clara_fbp_execute_timed(p, proj, i1, NULL),
+                   CLARA_ERR_INVALID_ARG);
+  MSG_HAS("timing");
+  ck_assert_int_eq(clara_fbp_execute_timed(p, proj, i1, &t), CLARA_OK);
+  ck_assert(t.total_ms > 0 && t.backproject_ms > 0);
+  ck_assert_int_eq(t.slabs, 1);
+  ck_assert(t.upload_ms == 0 && t.download_ms == 0);
+  ck_assert_int_eq(clara_fbp_execute(pt, proj, i2), CLARA_OK);
+  ck_assert(memcmp(i1, i2, sizeof(float) * 48 * 48) == 0);
+  clara_fbp_plan_destroy(p);
+  clara_fbp_plan_destroy(pt);
+  clara_context_destroy(ctx);
+  free(proj);
+  free(i1);
+  free(i2);
+  free(a);
+}
+END_TEST
+
 START_TEST(names_and_parsing) {
   clara_filter f;
   clara_geometry_kind k;
@@ -785,6 +829,7 @@ static Suite *suite(void) {
   tcase_add_test(t, progress_and_cancel);
   tcase_add_test(t, bad_inputs);
   tcase_add_test(t, names_and_parsing);
+  tcase_add_test(t, device_and_timing_on_cpu);
   suite_add_tcase(s, t);
   return s;
 }

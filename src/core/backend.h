@@ -29,6 +29,7 @@ typedef struct clara_fbp_setup {
   const float *det_weight;  /* [rows][cols]: cosine pre-weight, or NULL */
   double fov_radius;        /* mask radius in mm, or < 0 for no mask */
   double out_scale, out_offset; /* image = out_scale * f + out_offset */
+  int gpu_texture;              /* CLARA_FBP_GPU_TEXTURE was asked for */
 } clara_fbp_setup;
 
 /* A Joseph projector's description (src/ct/projector.c). */
@@ -41,15 +42,30 @@ typedef struct clara_proj_setup {
   const double *cos_t, *sin_t;
 } clara_proj_setup;
 
+/* Bumped whenever this table, the setups or clara_host_api change: the
+ * core refuses a plugin built against another version. */
+#define CLARA_BACKEND_ABI 2
+
 typedef struct clara_backend_ops {
   const char *name;
+  /* Per-context state (the CUDA device, its memory limit); may be NULL. */
+  clara_status (*context_create)(const clara_context *ctx, void **state);
+  void (*context_destroy)(void *state);
   /* Makes the backend's per-plan state (FFT plans, device buffers). */
   clara_status (*fbp_create)(const clara_context *ctx,
                              const clara_fbp_setup *setup, void **state);
-  /* Runs one reconstruction; thread-safe for distinct 'image'. */
+  /* Runs one reconstruction from host memory to host memory; thread-safe
+   * for distinct 'image'. 'timing' may be NULL. */
   clara_status (*fbp_execute)(const clara_context *ctx,
                               const clara_fbp_setup *setup, const void *state,
-                              const float *projections, float *image);
+                              const float *projections, float *image,
+                              clara_fbp_timing *timing);
+  /* The same on device pointers; NULL for backends without a device. */
+  clara_status (*fbp_execute_device)(const clara_context *ctx,
+                                     const clara_fbp_setup *setup,
+                                     const void *state,
+                                     const float *d_projections, float *d_image,
+                                     clara_fbp_timing *timing);
   void (*fbp_destroy)(void *state);
   /* Joseph forward projection and its exact transpose. */
   clara_status (*project)(const clara_context *ctx, const clara_proj_setup *ps,
@@ -59,12 +75,30 @@ typedef struct clara_backend_ops {
                               const float *projections, float *image);
 } clara_backend_ops;
 
+/* What the core lends a plugin: its error reporting (the thread-local
+ * message lives in the core) and the CPU backend, for the operations a
+ * plugin leaves to the CPU. */
+typedef struct clara_host_api {
+  clara_status (*fail)(clara_status status, const char *fmt, ...)
+      CLARA_PRINTF(2, 3);
+  const clara_backend_ops *cpu;
+} clara_host_api;
+
+/* The one symbol a backend plugin exports. Returns its table, or NULL with
+ * the reason in 'why' (no device, driver older than the runtime, ABI
+ * mismatch). */
+typedef const clara_backend_ops *(*clara_plugin_entry_fn)(
+    int abi, const clara_host_api *host, char *why, size_t why_len);
+
 struct clara_context_s {
   clara_backend backend; /* resolved: CPU or CUDA */
   int threads;
   clara_progress_fn progress;
   void *progress_user;
+  int device;
+  size_t device_memory_limit;
   const clara_backend_ops *ops;
+  void *backend_state; /* from ops->context_create */
 };
 
 /* The CPU backend's table (src/cpu/). */

@@ -18,17 +18,11 @@ CLARA_API const char *clara_version(void) {
 CLARA_API int clara_version_number(void) { return CLARA_RECON_VERSION_NUMBER; }
 
 /* ---- The CUDA plugin ------------------------------------------------------
- * The plugin (libclara-recon-cuda.so) exports one function,
- *   const clara_backend_ops *clara_cuda_plugin_entry(int abi, char *why,
- *                                                   size_t why_len);
- * which returns its table, or NULL with the reason (no device, driver too
- * old, ...). It is looked for at $CLARA_RECON_CUDA_PLUGIN, then beside this
- * library, then on the loader's path. The result is decided once per
- * process. */
-#define CLARA_BACKEND_ABI 1
-typedef const clara_backend_ops *(*plugin_entry_fn)(int abi, char *why,
-                                                    size_t why_len);
-
+ * The plugin (libclara-recon-cuda.so) exports clara_cuda_plugin_entry (see
+ * clara_plugin_entry_fn in backend.h), which returns its table or NULL
+ * with the reason (no device, driver too old, ...). It is looked for at
+ * $CLARA_RECON_CUDA_PLUGIN, then beside this library, then on the loader's
+ * path. The result is decided once per process. */
 static pthread_once_t plugin_once = PTHREAD_ONCE_INIT;
 static const clara_backend_ops *plugin_ops;
 static char plugin_why[512];
@@ -64,9 +58,11 @@ static void *open_plugin(char *why, size_t len) {
   return h;
 }
 
+static const clara_host_api host_api = {clara_fail, &clara_cpu_ops};
+
 static void load_plugin(void) {
   void *h = open_plugin(plugin_why, sizeof plugin_why);
-  plugin_entry_fn entry;
+  clara_plugin_entry_fn entry;
   if (!h)
     return;
   *(void **)&entry = dlsym(h, "clara_cuda_plugin_entry");
@@ -76,7 +72,8 @@ static void load_plugin(void) {
     dlclose(h);
     return;
   }
-  plugin_ops = entry(CLARA_BACKEND_ABI, plugin_why, sizeof plugin_why);
+  plugin_ops =
+      entry(CLARA_BACKEND_ABI, &host_api, plugin_why, sizeof plugin_why);
   if (!plugin_ops)
     dlclose(h); /* keep nothing of a plugin that cannot run */
 }
@@ -132,6 +129,11 @@ CLARA_API clara_status clara_context_create(const clara_context_options *opts,
                       "clara_context_create: opts->backend: unknown backend %d "
                       "(expected 0 auto, 1 cpu or 2 cuda)",
                       (int)opts->backend);
+  if (opts->device < 0)
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "clara_context_create: opts->device: must be >= 0, got "
+                      "%d",
+                      opts->device);
   if (opts->threads < 0 || opts->threads > 4096)
     return clara_fail(CLARA_ERR_INVALID_ARG,
                       "clara_context_create: opts->threads: must be 0 (all "
@@ -149,11 +151,26 @@ CLARA_API clara_status clara_context_create(const clara_context_options *opts,
   ctx->threads = opts->threads > 0 ? opts->threads : clara_online_cpus();
   ctx->progress = opts->progress;
   ctx->progress_user = opts->progress_user;
+  ctx->device = opts->device;
+  ctx->device_memory_limit = opts->device_memory_limit;
+  if (ctx->ops->context_create) {
+    st = ctx->ops->context_create(ctx, &ctx->backend_state);
+    if (st != CLARA_OK) {
+      free(ctx);
+      return st;
+    }
+  }
   *out = ctx;
   return CLARA_OK;
 }
 
-CLARA_API void clara_context_destroy(clara_context *ctx) { free(ctx); }
+CLARA_API void clara_context_destroy(clara_context *ctx) {
+  if (!ctx)
+    return;
+  if (ctx->ops->context_destroy)
+    ctx->ops->context_destroy(ctx->backend_state);
+  free(ctx);
+}
 
 CLARA_API clara_backend clara_context_backend(const clara_context *ctx) {
   return ctx ? ctx->backend : CLARA_BACKEND_CPU;

@@ -467,7 +467,7 @@ CLARA_API clara_status clara_fbp_plan_create(clara_context *ctx,
                       who, opts->mu_water);
   if (opts->flags &
       ~(unsigned)(CLARA_FBP_ALLOW_TRUNCATION | CLARA_FBP_NO_FOV_MASK |
-                  CLARA_FBP_NO_OFFSET_WEIGHTS))
+                  CLARA_FBP_NO_OFFSET_WEIGHTS | CLARA_FBP_GPU_TEXTURE))
     return clara_fail(CLARA_ERR_INVALID_ARG,
                       "%s: opts->flags: unknown bits 0x%x", who, opts->flags);
 
@@ -663,6 +663,8 @@ CLARA_API clara_status clara_fbp_plan_create(clara_context *ctx,
     p->setup.out_offset = 0.0;
   }
 
+  p->setup.gpu_texture = (opts->flags & CLARA_FBP_GPU_TEXTURE) != 0;
+
   p->info.fft_length = p->setup.nfft;
   p->info.scan_range = si.range;
   p->info.offset_weighting = offset_w;
@@ -687,19 +689,58 @@ fail:
   return st;
 }
 
+static clara_status check_exec(const clara_fbp_plan *plan, const void *proj,
+                               const void *image, const char *who) {
+  if (!plan)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: plan is NULL", who);
+  if (!proj)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: projections is NULL", who);
+  if (!image)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: image is NULL", who);
+  return CLARA_OK;
+}
+
 CLARA_API clara_status clara_fbp_execute(const clara_fbp_plan *plan,
                                          const float *projections,
                                          float *image) {
-  if (!plan)
-    return clara_fail(CLARA_ERR_INVALID_ARG, "clara_fbp_execute: plan is NULL");
-  if (!projections)
-    return clara_fail(CLARA_ERR_INVALID_ARG,
-                      "clara_fbp_execute: projections is NULL");
-  if (!image)
-    return clara_fail(CLARA_ERR_INVALID_ARG,
-                      "clara_fbp_execute: image is NULL");
+  clara_status st = check_exec(plan, projections, image, "clara_fbp_execute");
+  if (st != CLARA_OK)
+    return st;
   return plan->ctx->ops->fbp_execute(plan->ctx, &plan->setup, plan->state,
-                                     projections, image);
+                                     projections, image, NULL);
+}
+
+CLARA_API clara_status clara_fbp_execute_timed(const clara_fbp_plan *plan,
+                                               const float *projections,
+                                               float *image,
+                                               clara_fbp_timing *timing) {
+  clara_status st =
+      check_exec(plan, projections, image, "clara_fbp_execute_timed");
+  if (st != CLARA_OK)
+    return st;
+  if (!timing)
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "clara_fbp_execute_timed: timing is NULL");
+  memset(timing, 0, sizeof *timing);
+  return plan->ctx->ops->fbp_execute(plan->ctx, &plan->setup, plan->state,
+                                     projections, image, timing);
+}
+
+CLARA_API clara_status clara_fbp_execute_device(const clara_fbp_plan *plan,
+                                                const float *d_projections,
+                                                float *d_image) {
+  clara_status st =
+      check_exec(plan, d_projections, d_image, "clara_fbp_execute_device");
+  if (st != CLARA_OK)
+    return st;
+  if (!plan->ctx->ops->fbp_execute_device)
+    return clara_fail(CLARA_ERR_UNSUPPORTED,
+                      "clara_fbp_execute_device: the plan runs on the %s "
+                      "backend, which has no device memory; device pointers "
+                      "need a context with backend cuda",
+                      plan->ctx->ops->name);
+  return plan->ctx->ops->fbp_execute_device(
+      plan->ctx, &plan->setup, plan->state, d_projections, d_image, NULL);
 }
 
 CLARA_API void clara_fbp_plan_destroy(clara_fbp_plan *plan) { free_plan(plan); }

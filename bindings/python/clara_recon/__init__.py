@@ -576,6 +576,9 @@ class Context(_Handle):
             return value cancels the running call, which then raises
             :class:`ClaraError` ``ERR_CANCELLED``. An exception raised by
             the callback also cancels and is re-raised to the caller.
+        device: CUDA device index (ignored by the CPU backend).
+        device_memory_limit: bytes a plan may use on the device, 0 for what
+            is free when the plan is made; larger volumes run in z slabs.
 
     Plans and projectors keep the C context alive, so :meth:`close` only
     gives up this object's reference. Usable as a context manager.
@@ -584,7 +587,8 @@ class Context(_Handle):
     _destroy = "clara_context_destroy"
 
     def __init__(self, backend: str = "auto", threads: int = 0,
-                 progress: Optional[ProgressCallback] = None) -> None:
+                 progress: Optional[ProgressCallback] = None,
+                 device: int = 0, device_memory_limit: int = 0) -> None:
         super().__init__()
         if progress is not None and not callable(progress):
             raise TypeError("progress: a callable(stage, fraction) or None "
@@ -594,6 +598,11 @@ class Context(_Handle):
         L.clara_context_options_init(ctypes.byref(opts))
         opts.backend = _parse("clara_backend_parse", backend, "backend")
         opts.threads = _c_int(threads, "threads")
+        opts.device = _c_int(device, "device")
+        if not isinstance(device_memory_limit, int) or device_memory_limit < 0:
+            raise ValueError("device_memory_limit: a byte count >= 0 is "
+                             f"expected, got {device_memory_limit!r}")
+        opts.device_memory_limit = device_memory_limit
         core = _ContextCore()
         if progress is not None:
             core_ref = weakref.ref(core)
