@@ -1,0 +1,54 @@
+/* cuda_backend.h -- internals of the CUDA backend plugin (C++ via nvcc).
+ *
+ * The plugin is loaded by the core at run time (src/core/context.c) and
+ * talks to it only through the ops table and clara_host_api (backend.h):
+ * it does not link against libclara-recon, and reports errors through the
+ * core's clara_fail so that messages land in the caller's thread-local
+ * buffer. */
+#ifndef CLARA_CUDA_BACKEND_H
+#define CLARA_CUDA_BACKEND_H
+
+#include <cuda_runtime.h>
+#include <cufft.h>
+
+extern "C" {
+#include "backend.h"
+}
+
+/* The core's services, set by clara_cuda_plugin_entry. */
+extern const clara_host_api *clara_cuda_host;
+
+#define CUDA_FAIL(status, ...) clara_cuda_host->fail((status), __VA_ARGS__)
+
+/* Per-context state: the device and what the plans may use of it. */
+struct cuda_ctx {
+  int device;
+  cudaDeviceProp prop;
+  size_t memory_limit; /* 0: what is free at plan time */
+};
+
+/* Turns a CUDA or cuFFT failure into a status (CLARA_ERR_OUT_OF_MEMORY for
+ * allocation failures, CLARA_ERR_DEVICE otherwise) with the error's name
+ * and what was being done. CLARA_OK for success. */
+clara_status cuda_status(cudaError_t err, const char *what);
+clara_status cufft_status(cufftResult res, const char *what);
+const char *cufft_result_name(cufftResult res);
+
+/* Makes ctx's device current on the calling thread. */
+clara_status cuda_use_device(const clara_context *ctx);
+
+/* FBP/FDK (fbp_cuda.cu). */
+clara_status cuda_fbp_create(const clara_context *ctx,
+                             const clara_fbp_setup *setup, void **state);
+clara_status cuda_fbp_execute(const clara_context *ctx,
+                              const clara_fbp_setup *setup, const void *state,
+                              const float *projections, float *image,
+                              clara_fbp_timing *timing);
+clara_status cuda_fbp_execute_device(const clara_context *ctx,
+                                     const clara_fbp_setup *setup,
+                                     const void *state,
+                                     const float *d_projections, float *d_image,
+                                     clara_fbp_timing *timing);
+void cuda_fbp_destroy(void *state);
+
+#endif

@@ -1,0 +1,156 @@
+/* plugin.cu -- the CUDA backend plugin's entry point, device checks and
+ * per-context state. */
+#include "cuda_backend.h"
+
+#include <new>
+#include <stdio.h>
+#include <string.h>
+
+const clara_host_api *clara_cuda_host;
+
+clara_status cuda_status(cudaError_t err, const char *what) {
+  if (err == cudaSuccess)
+    return CLARA_OK;
+  return CUDA_FAIL(err == cudaErrorMemoryAllocation ? CLARA_ERR_OUT_OF_MEMORY
+                                                    : CLARA_ERR_DEVICE,
+                   "%s: %s (%s)", what, cudaGetErrorName(err),
+                   cudaGetErrorString(err));
+}
+
+const char *cufft_result_name(cufftResult res) {
+  switch (res) {
+  case CUFFT_SUCCESS:
+    return "CUFFT_SUCCESS";
+  case CUFFT_INVALID_PLAN:
+    return "CUFFT_INVALID_PLAN";
+  case CUFFT_ALLOC_FAILED:
+    return "CUFFT_ALLOC_FAILED";
+  case CUFFT_INVALID_TYPE:
+    return "CUFFT_INVALID_TYPE";
+  case CUFFT_INVALID_VALUE:
+    return "CUFFT_INVALID_VALUE";
+  case CUFFT_INTERNAL_ERROR:
+    return "CUFFT_INTERNAL_ERROR";
+  case CUFFT_EXEC_FAILED:
+    return "CUFFT_EXEC_FAILED";
+  case CUFFT_SETUP_FAILED:
+    return "CUFFT_SETUP_FAILED";
+  case CUFFT_INVALID_SIZE:
+    return "CUFFT_INVALID_SIZE";
+  case CUFFT_INVALID_DEVICE:
+    return "CUFFT_INVALID_DEVICE";
+  case CUFFT_NO_WORKSPACE:
+    return "CUFFT_NO_WORKSPACE";
+  case CUFFT_NOT_IMPLEMENTED:
+    return "CUFFT_NOT_IMPLEMENTED";
+  case CUFFT_NOT_SUPPORTED:
+    return "CUFFT_NOT_SUPPORTED";
+  default:
+    return "CUFFT_UNKNOWN_ERROR";
+  }
+}
+
+clara_status cufft_status(cufftResult res, const char *what) {
+  if (res == CUFFT_SUCCESS)
+    return CLARA_OK;
+  return CUDA_FAIL(
+      res == CUFFT_ALLOC_FAILED ? CLARA_ERR_OUT_OF_MEMORY : CLARA_ERR_DEVICE,
+      "%s: cuFFT error %s (%d)", what, cufft_result_name(res), (int)res);
+}
+
+clara_status cuda_use_device(const clara_context *ctx) {
+  const cuda_ctx *c = (const cuda_ctx *)ctx->backend_state;
+  return cuda_status(cudaSetDevice(c->device), "cudaSetDevice");
+}
+
+static clara_status cuda_context_create(const clara_context *ctx,
+                                        void **state) {
+  int count = 0;
+  cuda_ctx *c;
+  clara_status st;
+  *state = NULL;
+  st = cuda_status(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  if (st != CLARA_OK)
+    return st;
+  if (ctx->device >= count)
+    return CUDA_FAIL(CLARA_ERR_INVALID_ARG,
+                     "clara_context_create: opts->device: device %d out of "
+                     "range, this machine has %d CUDA device%s",
+                     ctx->device, count, count == 1 ? "" : "s");
+  c = new (std::nothrow) cuda_ctx();
+  if (!c)
+    return CUDA_FAIL(CLARA_ERR_OUT_OF_MEMORY, "clara_context_create: cuda "
+                                              "context");
+  c->device = ctx->device;
+  c->memory_limit = ctx->device_memory_limit;
+  st = cuda_status(cudaGetDeviceProperties(&c->prop, c->device),
+                   "clara_context_create: cudaGetDeviceProperties");
+  if (st == CLARA_OK)
+    st = cuda_status(cudaSetDevice(c->device), "clara_context_create: "
+                                               "cudaSetDevice");
+  if (st != CLARA_OK) {
+    delete c;
+    return st;
+  }
+  *state = c;
+  return CLARA_OK;
+}
+
+static void cuda_context_destroy(void *state) {
+  delete static_cast<cuda_ctx *>(state);
+}
+
+static clara_backend_ops cuda_ops;
+
+/* Reports why the plugin cannot run here, or returns its table. */
+extern "C" __attribute__((visibility("default"))) const clara_backend_ops *
+clara_cuda_plugin_entry(int abi, const clara_host_api *host, char *why,
+                        size_t why_len) {
+  int driver = 0, runtime = 0, count = 0;
+  cudaError_t err;
+  if (abi != CLARA_BACKEND_ABI) {
+    snprintf(why, why_len,
+             "the CUDA plugin was built for backend ABI %d, the core has %d; "
+             "install matching versions",
+             CLARA_BACKEND_ABI, abi);
+    return NULL;
+  }
+  if (!host || !host->fail || !host->cpu) {
+    snprintf(why, why_len, "the CUDA plugin got no host services");
+    return NULL;
+  }
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  if (driver == 0) {
+    snprintf(why, why_len, "no CUDA driver is installed (runtime %d.%d)",
+             runtime / 1000, (runtime % 1000) / 10);
+    return NULL;
+  }
+  if (driver < runtime) {
+    snprintf(why, why_len,
+             "the CUDA driver (%d.%d) is older than the runtime the plugin "
+             "was built with (%d.%d); update the driver",
+             driver / 1000, (driver % 1000) / 10, runtime / 1000,
+             (runtime % 1000) / 10);
+    return NULL;
+  }
+  err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    snprintf(why, why_len, "no CUDA device: %s",
+             err != cudaSuccess ? cudaGetErrorString(err)
+                                : "cudaGetDeviceCount found none");
+    return NULL;
+  }
+  clara_cuda_host = host;
+  cuda_ops.name = "cuda";
+  cuda_ops.context_create = cuda_context_create;
+  cuda_ops.context_destroy = cuda_context_destroy;
+  cuda_ops.fbp_create = cuda_fbp_create;
+  cuda_ops.fbp_execute = cuda_fbp_execute;
+  cuda_ops.fbp_execute_device = cuda_fbp_execute_device;
+  cuda_ops.fbp_destroy = cuda_fbp_destroy;
+  /* The Joseph projector runs on the CPU backend for now. */
+  cuda_ops.project = host->cpu->project;
+  cuda_ops.backproject = host->cpu->backproject;
+  return &cuda_ops;
+}
