@@ -29,6 +29,10 @@ typedef struct cpu_fbp {
   int h;           /* rows per view: rows, plus 3 zero rows for cone */
   int r0;          /* row of the first data line in a view (1 for cone) */
   int group;       /* views per group */
+  /* cone with AVX-512: views are also stored column-major (column c + 1 at
+   * c_pad * ht, rows padded like lines) for the z-vectorised kernel */
+  int cone_z16;
+  int ht; /* column height: 1 + rows + CLARA_LINE_TAIL, rounded to 16 */
   /* 2D row kernels, chosen for this CPU at plan time */
   void (*bp_parallel)(float *restrict, const float *restrict, int, float, float,
                       float);
@@ -72,6 +76,7 @@ static clara_status cpu_fbp_create(const clara_context *ctx,
       f->bp_parallel = kern_bp_row_parallel_avx512;
       f->bp_fan_flat = kern_bp_row_fan_flat_avx512;
       f->bp_fan_arc = kern_bp_row_fan_arc_avx512;
+      f->cone_z16 = s->kind == CLARA_GEOM_CONE;
     }
   }
 #endif
@@ -82,7 +87,11 @@ static clara_status cpu_fbp_create(const clara_context *ctx,
                       "large for the CPU back-projector (2^31 cells)",
                       s->rows, s->cols);
   }
-  view_floats = (size_t)f->w * (size_t)f->h;
+  f->ht = (1 + s->rows + CLARA_LINE_TAIL + 15) / 16 * 16;
+  if (f->cone_z16 && (double)(s->cols + 3) * f->ht >= (double)INT_MAX)
+    f->cone_z16 = 0;
+  view_floats = f->cone_z16 ? (size_t)(s->cols + 3) * (size_t)f->ht
+                            : (size_t)f->w * (size_t)f->h;
   /* About 8 MiB of filtered views per group: they stay in the last-level
    * cache while every worker sweeps them. */
   f->group = (int)((8u << 20) / (view_floats * sizeof(float)));
@@ -189,8 +198,17 @@ static clara_status filter_task(void *arg, size_t index, int worker) {
   for (int b = 0; b < n; b++) {
     size_t line = first + (size_t)b;
     int gv = (int)(line / (size_t)rows), r = (int)(line % (size_t)rows);
-    float *dst = j->filtered + ((size_t)gv * f->h + (size_t)(r + f->r0)) * f->w;
-    memcpy(dst + 1, in + (size_t)b * f->nfft, sizeof(float) * (size_t)cols);
+    const float *src = in + (size_t)b * f->nfft;
+    if (f->cone_z16) {
+      float *dst = j->filtered + (size_t)gv * (size_t)(cols + 3) * f->ht +
+                   (size_t)f->ht + (size_t)r + 1;
+      for (int c = 0; c < cols; c++)
+        dst[(size_t)c * f->ht] = src[c];
+    } else {
+      float *dst =
+          j->filtered + ((size_t)gv * f->h + (size_t)(r + f->r0)) * f->w;
+      memcpy(dst + 1, src, sizeof(float) * (size_t)cols);
+    }
   }
   return CLARA_OK;
 }
@@ -259,6 +277,34 @@ static clara_status bp3d_task(void *arg, size_t index, int worker) {
   double z0 = world(iz0, vol->nz, vol->voxel[2], vol->center[2]);
   double vx = vol->voxel[0];
   float cmax = (float)(s->cols + 1), rmax = (float)(s->rows + 1);
+#if CLARA_HAVE_AVX512_KERNELS
+  if (f->cone_z16) {
+    /* acc[ix][16]: the tile's slices, summed over the group, then added to
+     * the image once */
+    float *acc = j->scratch[worker];
+    size_t view_floats = (size_t)(s->cols + 3) * f->ht;
+    for (int ix0 = 0; ix0 < vol->nx; ix0 += XTILE) {
+      int nxt = vol->nx - ix0 < XTILE ? vol->nx - ix0 : XTILE;
+      double xt = x0 + ix0 * vx;
+      memset(acc, 0, sizeof(float) * 16 * (size_t)nxt);
+      for (int gv = 0; gv < j->nv; gv++) {
+        int v = j->v0 + gv;
+        double c = s->cos_t[v], sn = s->sin_t[v];
+        kern_bp_cone_z16_avx512(
+            acc, j->filtered + (size_t)gv * view_floats, f->ht, nxt,
+            (float)(vx * c), (float)(xt * c + y * sn), (float)(-vx * sn),
+            (float)(s->rs - xt * sn + y * c), (float)(s->rd / s->du),
+            (float)(1.0 - s->u0 / s->du), (float)(s->rd / s->dv),
+            (float)(1.0 - s->v0 / s->dv), (float)z0, (float)vol->voxel[2],
+            (float)(s->rs * s->rs), cmax, rmax);
+      }
+      for (int iz = 0; iz < nzb; iz++)
+        for (int ix = 0; ix < nxt; ix++)
+          out[(size_t)iz * slice + (size_t)(ix0 + ix)] += acc[16 * ix + iz];
+    }
+    return CLARA_OK;
+  }
+#endif
   /* Tiles of XTILE voxels along x keep each view's footprint (a band of
    * rows times the tile's columns) in L1 across the slices of the block. */
   for (int ix0 = 0; ix0 < vol->nx; ix0 += XTILE) {
@@ -327,7 +373,8 @@ static clara_status cpu_fbp_execute(const clara_context *ctx,
   job j;
   clara_status st = CLARA_OK;
   int ngroups = (s->views + f->group - 1) / f->group;
-  size_t scratch_floats = 3 * (size_t)vol->nx;
+  size_t scratch_floats =
+      3 * (size_t)vol->nx > 16 * XTILE ? 3 * (size_t)vol->nx : 16 * XTILE;
   static const char who[] = "clara_fbp_execute";
 
   memset(&j, 0, sizeof j);
@@ -335,8 +382,11 @@ static clara_status cpu_fbp_execute(const clara_context *ctx,
   j.f = f;
   j.proj = proj;
   j.image = image;
-  j.filtered =
-      clara_xcalloc((size_t)f->group * f->h, (size_t)f->w * sizeof(float), who);
+  j.filtered = f->cone_z16
+                   ? clara_xcalloc((size_t)f->group * (size_t)(s->cols + 3),
+                                   (size_t)f->ht * sizeof(float), who)
+                   : clara_xcalloc((size_t)f->group * f->h,
+                                   (size_t)f->w * sizeof(float), who);
   j.in = calloc((size_t)nt, sizeof *j.in);
   j.spec = calloc((size_t)nt, sizeof *j.spec);
   j.scratch = calloc((size_t)nt, sizeof *j.scratch);

@@ -77,6 +77,13 @@ CLARA_HIDDEN void kern_bp_row_fan_arc_avx512(float *restrict out,
                                              float at, float bt, float al,
                                              float bl, float k, float c0,
                                              float rs2, float cmax);
+/* Cone beam along z (see kernels_avx512.c): 'pt' is one filtered view
+ * stored column-major with column stride 'ht'; acc holds nx x 16 floats. */
+CLARA_HIDDEN void
+kern_bp_cone_z16_avx512(float *restrict acc, const float *restrict pt, int ht,
+                        int nx, float at, float bt, float al, float bl,
+                        float ku, float cu0, float kv, float rv0, float z0,
+                        float dz, float rs2, float cmax, float rmax);
 #endif
 
 #endif

@@ -163,6 +163,73 @@ void kern_bp_row_fan_arc_avx512(float *restrict out, const float *restrict line,
                         al * (float)ix + bl, k, c0, rs2, cmax);
 }
 
+/* Cone beam, vectorised along z: the 16 lanes are 16 slices of one voxel
+ * column (x, y), which share the detector column, its fraction, the weight
+ * and 1/L; only the detector row moves, linearly in z. With the filtered
+ * view stored column-major ('pt', column c + 1 at pt + (c + 1) * ht, rows
+ * padded like the lines), the 16 rows of a column lie in a window of 32
+ * samples: four loads and four permutes per 16 voxel updates. acc[ix][16]
+ * accumulates the slices of voxel ix of the tile. */
+void kern_bp_cone_z16_avx512(float *restrict acc, const float *restrict pt,
+                             int ht, int nx, float at, float bt, float al,
+                             float bl, float ku, float cu0, float kv, float rv0,
+                             float z0, float dz, float rs2, float cmax,
+                             float rmax) {
+  const __m512 zl = _mm512_fmadd_ps(
+      _mm512_set1_ps(dz),
+      _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+      _mm512_set1_ps(z0));
+  const __m512i one = _mm512_set1_epi32(1);
+  const float zlast = z0 + 15.0f * dz;
+  for (int ix = 0; ix < nx; ix++) {
+    float t = at * (float)ix + bt;
+    float inv = 1.0f / (al * (float)ix + bl);
+    float c = clamp1(t * ku * inv + cu0, cmax);
+    int i0 = (int)c;
+    float fu = c - (float)i0;
+    float kl = kv * inv;
+    __m512 r = clamp16(
+        _mm512_fmadd_ps(zl, _mm512_set1_ps(kl), _mm512_set1_ps(rv0)), rmax);
+    __m512i r0 = _mm512_cvttps_epi32(r);
+    __m512 fv = _mm512_sub_ps(r, _mm512_cvtepi32_ps(r0));
+    float rf = clamp1(z0 * kl + rv0, rmax), rl = clamp1(zlast * kl + rv0, rmax);
+    float lo = rf < rl ? rf : rl, hi = rf < rl ? rl : rf;
+    int base = (int)lo - 1;
+    const float *c0 = pt + (long)i0 * ht, *c1 = c0 + ht;
+    __m512 t0, b0, t1, b1;
+    if (base < 0)
+      base = 0;
+    if ((int)hi + 2 - base <= 31) {
+      __m512i idx = _mm512_sub_epi32(r0, _mm512_set1_epi32(base));
+      __m512i idx1 = _mm512_add_epi32(idx, one);
+      __m512 a0 = _mm512_loadu_ps(c0 + base),
+             a1 = _mm512_loadu_ps(c0 + base + 16);
+      __m512 e0 = _mm512_loadu_ps(c1 + base),
+             e1 = _mm512_loadu_ps(c1 + base + 16);
+      t0 = _mm512_permutex2var_ps(a0, idx, a1);
+      b0 = _mm512_permutex2var_ps(a0, idx1, a1);
+      t1 = _mm512_permutex2var_ps(e0, idx, e1);
+      b1 = _mm512_permutex2var_ps(e0, idx1, e1);
+    } else {
+      __m512i r1 = _mm512_add_epi32(r0, one);
+      t0 = _mm512_i32gather_ps(r0, c0, 4);
+      b0 = _mm512_i32gather_ps(r1, c0, 4);
+      t1 = _mm512_i32gather_ps(r0, c1, 4);
+      b1 = _mm512_i32gather_ps(r1, c1, 4);
+    }
+    {
+      __m512 vfu = _mm512_set1_ps(fu);
+      __m512 top = _mm512_fmadd_ps(vfu, _mm512_sub_ps(t1, t0), t0);
+      __m512 bot = _mm512_fmadd_ps(vfu, _mm512_sub_ps(b1, b0), b0);
+      __m512 val = _mm512_fmadd_ps(fv, _mm512_sub_ps(bot, top), top);
+      __m512 a = _mm512_loadu_ps(acc + 16 * ix);
+      _mm512_storeu_ps(
+          acc + 16 * ix,
+          _mm512_fmadd_ps(_mm512_set1_ps(rs2 * inv * inv), val, a));
+    }
+  }
+}
+
 #else
 /* Keeps the translation unit non-empty where AVX-512 kernels are not built. */
 typedef int clara_no_avx512_kernels;
