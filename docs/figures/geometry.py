@@ -134,8 +134,8 @@ def parallel_panel(ax):
     dim(ax, iso_hit, ctr, "det_offset", GREEN, -0.40 * D, fs=11,
         rot=THETA_DEG, tpos=0.5)
     ax.annotate("centre column\nc = (cols−1)/2", xy=tuple(ctr),
-                xytext=tuple(ctr + 0.75 * D + 0.9 * E), fontsize=11,
-                color=GREEN, ha="left", va="bottom",
+                xytext=tuple(ctr + 0.9 * D - 0.9 * E), fontsize=11,
+                color=GREEN, ha="right", va="bottom",
                 arrowprops=dict(arrowstyle="-", color=GREEN, lw=0.8))
 
     # a point and where it lands
@@ -152,14 +152,14 @@ def parallel_panel(ax):
             va="top")
     ax.text(*(hit + np.array([0.18, -0.05])), "s", color=RED, fontsize=13,
             ha="left", va="top", fontweight="bold")
-    ax.text(0.05, -2.55, "s = x cos θ + y sin θ\n"
+    ax.text(-0.6, -3.05, "s = x cos θ + y sin θ\n"
             "p(θ, s) = ∫ f(s (cos θ, sin θ) + l (−sin θ, cos θ)) dl",
-            color=RED, fontsize=13, ha="center", va="bottom",
+            color=RED, fontsize=13, ha="center", va="top",
             bbox=dict(fc="white", ec=RED, lw=0.8, pad=4))
 
-    ax.set_xlim(-2.75, 2.75)
-    ax.set_ylim(-2.75, 2.75)
-    ax.set_title(f"Parallel beam  (θ = {THETA_DEG:g}°)", fontsize=16)
+    ax.set_xlim(-3.1, 3.1)
+    ax.set_ylim(-3.8, 3.8)
+    ax.set_title(f"Parallel beam  (θ = {THETA_DEG:g}°)", fontsize=16, pad=14)
 
 
 def divergent_panel(ax):
@@ -167,7 +167,7 @@ def divergent_panel(ax):
     half_u = 1.75  # flat detector half-width (drawn)
     S = Rs * np.array([np.sin(T), -np.cos(T)])
     assert np.allclose(S, -Rs * D)
-    lim = 2.9
+    lim = 3.4
     axes_xy(ax, 2.35, label_z=True)
     ax.add_patch(Circle((0, 0), 0.95, fc="#eaf2fb", ec=BLUE, lw=1.0,
                         zorder=1))
@@ -255,7 +255,7 @@ def divergent_panel(ax):
     a1 = np.degrees(np.arctan2(dirP[1], dirP[0]))
     angle_arc(ax, S, 1.1, min(a0, a1), max(a0, a1), "γ", RED, rt=1.18)
 
-    ax.text(-0.35, -2.95,
+    ax.text(-0.6, -3.45,
             "L = R_s − x sin θ + y cos θ\n"
             "flat: u = (x cos θ + y sin θ) R_d / L,  v = z R_d / L\n"
             "arc:  γ = atan2(x cos θ + y sin θ, L)",
@@ -265,7 +265,7 @@ def divergent_panel(ax):
     ax.set_xlim(-lim - 0.1, lim + 0.1)
     ax.set_ylim(-lim - 0.1, lim + 0.1)
     ax.set_title(f"Divergent beam, xy-plane  (θ = {THETA_DEG:g}°)",
-                 fontsize=16)
+                 fontsize=16, pad=14)
 
 
 def main():
