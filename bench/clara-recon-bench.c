@@ -26,6 +26,15 @@
  * of its outer ellipse). With --input, the truth is the file's /truth
  * dataset if it has one; otherwise no error is reported.
  *
+ * CUDA (--backend cuda, or auto when it resolves to CUDA): every execute is
+ * clara_fbp_execute_timed, and the report adds the medians of the device
+ * times the library measured with CUDA events (upload, filter,
+ * back-projection, download), the back-projection kernel rate
+ * (nx ny nz views / back-projection time), the library's own host-to-host
+ * time and the number of z slabs. --batch-slices N reconstructs N stacked
+ * 2D slices (a multi-row geometry) with each execute and reports slices per
+ * second end to end.
+ *
  * Exit status: 0 on success, 1 when the library fails (the message names
  * the status and the library's explanation), 2 for a bad command line.
  */
@@ -65,6 +74,9 @@ typedef struct options {
   int repeat, warmup;
   clara_filter filter;
   int json;
+  int texture;                /* --texture: CLARA_FBP_GPU_TEXTURE */
+  size_t device_memory_limit; /* --device-memory-limit, 0 = none */
+  int batch_slices;           /* --batch-slices N, 0 = not given */
   const char *input;
   const char *save;
   const char *write_input;
@@ -80,7 +92,8 @@ typedef struct run {
   float *truth;  /* NULL when there is none; malloc or clara_free */
   int truth_from_file;
   float *image;
-  double *times; /* repeat execute times, ms */
+  double *times;             /* repeat execute times, ms */
+  clara_fbp_timing *timings; /* repeat library timings (CUDA) */
   clara_context *ctx;
   clara_fbp_plan *plan;
   clara_phantom *phantom;
@@ -115,6 +128,14 @@ static void usage(FILE *f) {
       "  --warmup W       untimed executes before them (default 1)\n"
       "  --filter F       ram-lak (ramp), shepp-logan, cosine, hamming, hann\n"
       "                   (default ram-lak)\n"
+      "  --batch-slices N reconstruct N stacked 2D slices per execute (a\n"
+      "                   multi-row 2D geometry) and report slices per "
+      "second\n"
+      "  --texture        CUDA: interpolate with the texture units\n"
+      "  --device-memory-limit BYTES  CUDA: device memory a plan may use\n"
+      "                   (suffix k, M or G for KiB, MiB, GiB); smaller "
+      "volumes\n"
+      "                   are split into z slabs\n"
       "  --input FILE     reconstruct this CT input file (HDF5) instead; its\n"
       "                   /truth, if any, sets the grid and the reference\n"
       "  --save FILE      write the reconstruction as an image file (HDF5)\n"
@@ -156,6 +177,30 @@ static int parse_int(const char *s, long lo, long hi, int *out) {
   if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
     return -1;
   *out = (int)v;
+  return 0;
+}
+
+/* A byte count with an optional k, M or G (binary) suffix; > 0. */
+static int parse_bytes(const char *s, size_t *out) {
+  char *end;
+  unsigned long long v, mul = 1;
+  if (*s < '0' || *s > '9')
+    return -1;
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (errno != 0 || end == s || v == 0)
+    return -1;
+  if (*end == 'k' || *end == 'K')
+    mul = 1ull << 10;
+  else if (*end == 'm' || *end == 'M')
+    mul = 1ull << 20;
+  else if (*end == 'g' || *end == 'G')
+    mul = 1ull << 30;
+  if (mul != 1)
+    end++;
+  if (*end != '\0' || v > (unsigned long long)SIZE_MAX / mul)
+    return -1;
+  *out = (size_t)(v * mul);
   return 0;
 }
 
@@ -210,6 +255,10 @@ static int parse_args(int argc, char **argv, options *o) {
       o->json = 1;
       continue;
     }
+    if (strcmp(arg, "--texture") == 0) {
+      o->texture = 1;
+      continue;
+    }
     if (strncmp(arg, "--", 2) != 0)
       return usage_error("unexpected argument \"%s\"", arg);
     /* --name value or --name=value */
@@ -250,6 +299,7 @@ static int parse_args(int argc, char **argv, options *o) {
     INT_OPT("--threads", threads, 0, 4096)
     INT_OPT("--repeat", repeat, 1, 1000000)
     INT_OPT("--warmup", warmup, 0, 1000000)
+    INT_OPT("--batch-slices", batch_slices, 1, 1 << 16)
 #undef INT_OPT
 
     if (strcmp(name, "--geometry") == 0) {
@@ -277,6 +327,12 @@ static int parse_args(int argc, char **argv, options *o) {
         return usage_error("%s: invalid value \"%s\" (a size in mm > 0)", name,
                            val);
       o->voxel_set = 1;
+    } else if (strcmp(name, "--device-memory-limit") == 0) {
+      NEED_VALUE();
+      if (parse_bytes(val, &o->device_memory_limit) != 0)
+        return usage_error("%s: invalid value \"%s\" (bytes > 0, optionally "
+                           "with a k, M or G suffix)",
+                           name, val);
     } else if (strcmp(name, "--input") == 0) {
       NEED_VALUE();
       o->input = val;
@@ -294,6 +350,18 @@ static int parse_args(int argc, char **argv, options *o) {
   if (o->input && o->write_input)
     return usage_error("--write-input writes a generated scan; it cannot be "
                        "used with --input");
+  if (o->batch_slices) {
+    if (o->kind == CLARA_GEOM_CONE)
+      return usage_error("--batch-slices stacks 2D slices; it cannot be used "
+                         "with --geometry cone");
+    if (o->input)
+      return usage_error("--batch-slices makes a generated scan; it cannot "
+                         "be used with --input");
+    if (o->rows && o->rows != o->batch_slices)
+      return usage_error("--rows %d and --batch-slices %d disagree (both set "
+                         "the number of stacked slices)",
+                         o->rows, o->batch_slices);
+  }
   return -1;
 }
 
@@ -398,7 +466,10 @@ static int make_geometry(const options *o, run *r) {
     g->cols = o->cols ? o->cols : n;
   else
     g->cols = o->cols ? o->cols : (int)ceil(1.25 * n);
-  g->rows = o->rows ? o->rows : cone ? g->cols : 1;
+  g->rows = o->rows           ? o->rows
+            : o->batch_slices ? o->batch_slices
+            : cone            ? g->cols
+                              : 1;
 
   v->nx = v->ny = n;
   v->nz = cone ? n : g->rows;
@@ -557,6 +628,41 @@ static void run_free(run *r) {
     free(r->truth);
   free(r->image);
   free(r->times);
+  free(r->timings);
+}
+
+/* The median of n values (sorted in place). */
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Medians of the library's per-run timings (CUDA). */
+typedef struct gpu_times {
+  double total_ms, upload_ms, filter_ms, backproject_ms, download_ms;
+  double bp_gups;
+  int slabs;
+} gpu_times;
+
+static void gpu_medians(const run *r, int n, gpu_times *g) {
+  double *v = r->times + n; /* the sorted half of times[] is free again */
+  size_t updates = volume_voxels(&r->vol) * (size_t)r->geom.views;
+#define MED(field)                                                             \
+  do {                                                                         \
+    for (int k = 0; k < n; k++)                                                \
+      v[k] = r->timings[k].field;                                              \
+    g->field = median(v, n);                                                   \
+  } while (0)
+  MED(total_ms);
+  MED(upload_ms);
+  MED(filter_ms);
+  MED(backproject_ms);
+  MED(download_ms);
+#undef MED
+  g->slabs = r->timings[n - 1].slabs;
+  g->bp_gups = g->backproject_ms > 0
+                   ? (double)updates / (g->backproject_ms * 1e-3) / 1e9
+                   : NAN;
 }
 
 static int bench(const options *o, run *r) {
@@ -564,10 +670,11 @@ static int bench(const options *o, run *r) {
   clara_fbp_options fopts;
   clara_status st;
   double t0, data_ms, plan_ms, cold_ms = NAN, med, tmin, tmax, gups;
-  double rmse = NAN;
+  double rmse = NAN, slices_per_s = NAN;
   size_t region = 0;
   double *sorted;
-  int ret;
+  int ret, cuda;
+  gpu_times gt;
 
   t0 = now_ms();
   if (o->input)
@@ -588,18 +695,24 @@ static int bench(const options *o, run *r) {
   clara_context_options_init(&copts);
   copts.backend = o->backend;
   copts.threads = o->threads;
+  copts.device_memory_limit = o->device_memory_limit;
   st = clara_context_create(&copts, &r->ctx);
   if (st != CLARA_OK)
     return lib_error("clara_context_create", st);
+  cuda = clara_context_backend(r->ctx) == CLARA_BACKEND_CUDA;
+  memset(&gt, 0, sizeof gt);
 
   r->image = alloc_floats((size_t)r->vol.nz, (size_t)r->vol.ny,
                           (size_t)r->vol.nx, "image");
   r->times = malloc(sizeof *r->times * (size_t)o->repeat * 2);
-  if (!r->image || !r->times)
+  r->timings = calloc((size_t)o->repeat, sizeof *r->timings);
+  if (!r->image || !r->times || !r->timings)
     return 1;
 
   clara_fbp_options_init(&fopts);
   fopts.filter = o->filter;
+  if (o->texture)
+    fopts.flags |= CLARA_FBP_GPU_TEXTURE;
   t0 = now_ms();
   st = clara_fbp_plan_create(r->ctx, &r->geom, &r->vol, &fopts, &r->plan);
   plan_ms = now_ms() - t0;
@@ -608,11 +721,18 @@ static int bench(const options *o, run *r) {
 
   for (int k = 0; k < o->warmup + o->repeat; k++) {
     double dt;
+    clara_fbp_timing tm;
     t0 = now_ms();
-    st = clara_fbp_execute(r->plan, r->proj, r->image);
+    if (cuda)
+      st = clara_fbp_execute_timed(r->plan, r->proj, r->image, &tm);
+    else
+      st = clara_fbp_execute(r->plan, r->proj, r->image);
     dt = now_ms() - t0;
     if (st != CLARA_OK)
-      return lib_error("clara_fbp_execute", st);
+      return lib_error(cuda ? "clara_fbp_execute_timed" : "clara_fbp_execute",
+                       st);
+    if (cuda && k >= o->warmup)
+      r->timings[k - o->warmup] = tm;
     if (k == 0)
       cold_ms = dt;
     if (k >= o->warmup)
@@ -628,6 +748,10 @@ static int bench(const options *o, run *r) {
   tmax = sorted[o->repeat - 1];
   gups = (double)volume_voxels(&r->vol) * (double)r->geom.views / (med * 1e-3) /
          1e9;
+  if (cuda)
+    gpu_medians(r, o->repeat, &gt);
+  if (o->batch_slices)
+    slices_per_s = (double)r->vol.nz / (med * 1e-3);
 
   if (r->truth)
     rmse = region_rmse(&r->vol, r->image, r->truth, &region);
@@ -673,7 +797,28 @@ static int bench(const options *o, run *r) {
     json_number(gups);
     printf(", \"rmse\": ");
     json_number(rmse);
-    printf(", \"rmse_voxels\": %zu}\n", region);
+    printf(", \"rmse_voxels\": %zu", region);
+    if (cuda) {
+      printf(", \"texture\": %s, \"device_memory_limit\": %zu",
+             o->texture ? "true" : "false", o->device_memory_limit);
+      printf(", \"total_ms\": ");
+      json_number(gt.total_ms);
+      printf(", \"upload_ms\": ");
+      json_number(gt.upload_ms);
+      printf(", \"filter_ms\": ");
+      json_number(gt.filter_ms);
+      printf(", \"backproject_ms\": ");
+      json_number(gt.backproject_ms);
+      printf(", \"download_ms\": ");
+      json_number(gt.download_ms);
+      printf(", \"slabs\": %d, \"bp_gups\": ", gt.slabs);
+      json_number(gt.bp_gups);
+    }
+    if (o->batch_slices) {
+      printf(", \"batch_slices\": %d, \"slices_per_s\": ", o->batch_slices);
+      json_number(slices_per_s);
+    }
+    printf("}\n");
   } else {
     printf(PROG " %s: fbp %s, volume %d x %d x %d (voxel %g mm), %d views "
                 "x %d rows x %d cols\n",
@@ -692,6 +837,19 @@ static int bench(const options *o, run *r) {
            "after %d warm-up; first run %.2f ms)\n",
            med, tmin, tmax, o->repeat, o->warmup, cold_ms);
     printf("  rate:     %.3f GUPS (voxel updates per second / 1e9)\n", gups);
+    if (cuda) {
+      printf("  cuda:     %s mode, end to end (host to host) median %.2f ms: "
+             "upload %.2f, filter %.2f, back-projection %.2f, download %.2f "
+             "ms (device time, medians); %d slab%s\n",
+             o->texture ? "texture" : "precise", gt.total_ms, gt.upload_ms,
+             gt.filter_ms, gt.backproject_ms, gt.download_ms, gt.slabs,
+             gt.slabs == 1 ? "" : "s");
+      printf("  bp rate:  %.3f GUPS (back-projection kernels only)\n",
+             gt.bp_gups);
+    }
+    if (o->batch_slices)
+      printf("  slices:   %d per execute, %.1f slices/s end to end\n",
+             o->batch_slices, slices_per_s);
     if (r->truth)
       printf("  rmse:     %.6g over %zu voxels of the phantom region\n", rmse,
              region);

@@ -121,6 +121,8 @@ class ContextOptions(ctypes.Structure):
         ("threads", ctypes.c_int),
         ("progress", ctypes.c_void_p),
         ("progress_user", ctypes.c_void_p),
+        ("device", ctypes.c_int),
+        ("device_memory_limit", ctypes.c_size_t),
     ]
 
 
