@@ -83,11 +83,10 @@ static clara_status cuda_context_create(const clara_context *ctx,
                                               "context");
   c->device = ctx->device;
   c->memory_limit = ctx->device_memory_limit;
+  /* Only the properties: the calling thread's current device is left as
+   * it was; plans switch to (and restore) the device when they run. */
   st = cuda_status(cudaGetDeviceProperties(&c->prop, c->device),
                    "clara_context_create: cudaGetDeviceProperties");
-  if (st == CLARA_OK)
-    st = cuda_status(cudaSetDevice(c->device), "clara_context_create: "
-                                               "cudaSetDevice");
   if (st != CLARA_OK) {
     delete c;
     return st;
