@@ -83,7 +83,7 @@ import time
 
 def skip(msg):
     print(f"astra_cuda: SKIP: {msg}")
-    sys.exit(0)
+    sys.exit(77)
 
 
 try:
