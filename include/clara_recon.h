@@ -462,6 +462,153 @@ CLARA_API clara_status clara_phantom_project(const clara_phantom *ph,
                                              float *projections);
 
 /* ------------------------------------------------------------------------ */
+/* MRI: Cartesian multi-coil k-space reconstruction                          */
+/* ------------------------------------------------------------------------ */
+/*
+ * Complex data are interleaved float32 pairs (re, im), the layout of
+ * fftwf_complex and cufftComplex. k-space is
+ *   kspace[slice][coil][kz][ky][kx]      (kx = readout, fastest)
+ * and images are image[slice][z][y][x] on the reconstruction matrix (x =
+ * readout after oversampling removal). The FFT is centred (DC at index
+ * n/2 in both k-space and image space, as fastMRI and the ISMRMRD tools
+ * store data).
+ */
+
+/* FFT normalisation. ORTHO (the default) scales the transform by
+ * 1/sqrt(N), as fastMRI and SigPy do, so image and k-space have the same
+ * energy. NONE applies no scale, as the ISMRMRD reference tools do: a NONE
+ * image is sqrt(N) times the ORTHO one (N = nx * ny * nz). */
+typedef enum clara_mr_norm {
+  CLARA_MR_NORM_ORTHO = 0,
+  CLARA_MR_NORM_NONE = 1
+} clara_mr_norm;
+
+typedef enum clara_mr_combine {
+  CLARA_MR_COMBINE_RSS = 0,        /* root of the sum of squares */
+  CLARA_MR_COMBINE_ADAPTIVE = 1,   /* Walsh et al. 2000, maps from the data */
+  CLARA_MR_COMBINE_SENSITIVITY = 2 /* the caller's coil maps (SENSE-style) */
+} clara_mr_combine;
+
+typedef enum clara_mr_partial_fourier {
+  CLARA_MR_PF_ZERO = 0,     /* zero-fill the missing part */
+  CLARA_MR_PF_HOMODYNE = 1, /* homodyne (Noll et al. 1991) */
+  CLARA_MR_PF_POCS = 2      /* projection onto convex sets (Haacke 1991) */
+} clara_mr_partial_fourier;
+
+typedef enum clara_mr_window {
+  CLARA_MR_WINDOW_NONE = 0,
+  CLARA_MR_WINDOW_HANN = 1,
+  CLARA_MR_WINDOW_HAMMING = 2,
+  CLARA_MR_WINDOW_TUKEY = 3 /* flat top, cosine tapers of tukey_alpha */
+} clara_mr_window;
+
+/* The acquisition. For 2D data nz = 1. The sampled part of k-space along
+ * ky (and kx, for an asymmetric echo) is [first, last]; everything else is
+ * treated as not acquired. A full acquisition is [0, n-1] (so a zeroed
+ * geometry samples a single line and is refused by homodyne and POCS, which
+ * need the centre n/2 sampled). Readout oversampling removal keeps the
+ * centred recon_nx columns: output x = image x + nx/2 - recon_nx/2. */
+typedef struct clara_mr_geometry {
+  int coils;
+  int nx, ny, nz;        /* encoded matrix: readout, phase, partition */
+  int slices;            /* independent slices (or volumes) in one execute */
+  int recon_nx;          /* readout size after oversampling removal (0 = nx) */
+  int ky_first, ky_last; /* sampled phase-encoding lines */
+  int kx_first, kx_last; /* sampled readout samples */
+} clara_mr_geometry;
+
+typedef struct clara_mr_options {
+  clara_mr_norm norm;                       /* default ORTHO */
+  clara_mr_combine combine;                 /* default RSS */
+  clara_mr_partial_fourier partial_fourier; /* default HOMODYNE */
+  int pocs_iterations;                      /* default 10 */
+  /* Apodisation over the whole encoded axis, centred on n/2, with
+   * t = (k - n/2)/(n/2): Hann 0.5 + 0.5 cos(pi t), Hamming 0.54 + 0.46
+   * cos(pi t), Tukey flat for |t| <= 1 - alpha and cosine-tapered beyond. */
+  clara_mr_window window; /* default NONE */
+  double tukey_alpha;     /* (0, 1], default 0.5 */
+  /* 0: magnitude (default); 1: complex. RSS has no phase: its complex
+   * output is the RSS value with imaginary part 0. */
+  int output_complex;
+  /* Noise pre-whitening: the coils' noise covariance [coils][coils]
+   * (complex, Hermitian positive definite), or NULL for none. */
+  const float *noise_covariance;
+  /* For COMBINE_SENSITIVITY (and refused otherwise): maps
+   * [coils][nz][ny][recon_nx] (complex) in the coils' own (unwhitened)
+   * space; with a noise covariance the plan whitens them too, so the result
+   * is S^H C^-1 x / (S^H C^-1 S). */
+  const float *sensitivities;
+} clara_mr_options;
+
+CLARA_API void clara_mr_options_init(clara_mr_options *opts);
+
+typedef struct clara_mr_plan_s clara_mr_plan;
+
+/* Plans the reconstruction. The options' arrays are copied. Errors:
+ * CLARA_ERR_INVALID_ARG (sizes, ranges, a covariance that is not positive
+ * definite, maps missing for COMBINE_SENSITIVITY), CLARA_ERR_OUT_OF_MEMORY,
+ * CLARA_ERR_UNSUPPORTED. */
+CLARA_API clara_status clara_mr_plan_create(clara_context *ctx,
+                                            const clara_mr_geometry *geom,
+                                            const clara_mr_options *opts,
+                                            clara_mr_plan **out);
+/* kspace [slices][coils][nz][ny][nx] complex -> image [slices][nz][ny]
+ * [recon_nx], real (magnitude) or complex. Thread-safe for distinct
+ * outputs. */
+CLARA_API clara_status clara_mr_execute(const clara_mr_plan *plan,
+                                        const float *kspace, float *image);
+CLARA_API void clara_mr_plan_destroy(clara_mr_plan *plan);
+
+/* The noise covariance of 'samples' noise samples per coil (noise
+ * [coils][samples], complex): cov[i][j] = sum_k n_i[k] conj(n_j[k]) /
+ * (samples - 1). 'cov' receives coils*coils complex values. */
+CLARA_API clara_status clara_mr_noise_covariance(const float *noise, int coils,
+                                                 int samples, float *cov);
+
+/* An MR raw-data file, ISMRMRD (/dataset/data and /dataset/xml) or fastMRI
+ * (/kspace, /ismrmrd_header), detected from its content and read whole at
+ * open. ISMRMRD acquisitions are placed by kspace_encode_step_1/2, noise
+ * scans (flag bit 19) kept apart for pre-whitening, navigator,
+ * phase-correction and dummy scans skipped, reversed readouts flipped, and
+ * the data split by contrast, repetition and set into separate datasets
+ * (slices stay together in one dataset). */
+typedef struct clara_mr_file_s clara_mr_file;
+
+/* Errors: CLARA_ERR_INVALID_ARG, CLARA_ERR_IO (cannot open, not HDF5,
+ * truncated), CLARA_ERR_FORMAT (neither layout, XML that does not parse, a
+ * missing or mistyped field; the message names it), CLARA_ERR_UNSUPPORTED
+ * (a non-Cartesian trajectory). *out is NULL on failure. Details of the
+ * mapping: docs/MR_FORMATS.md. */
+CLARA_API clara_status clara_mr_file_open(const char *path,
+                                          clara_mr_file **out);
+CLARA_API void clara_mr_file_close(clara_mr_file *file);
+/* "ismrmrd" or "fastmri". */
+CLARA_API const char *clara_mr_file_format(const clara_mr_file *file);
+/* Number of k-space datasets (contrast x repetition x set combinations
+ * present; 1 for fastMRI). */
+CLARA_API int clara_mr_file_count(const clara_mr_file *file);
+/* The geometry of dataset 'index': coils, encoded matrix, slices,
+ * recon_nx from the reconstruction space (readout oversampling), and the
+ * sampled ky/kx ranges (partial Fourier) from the encoding limits or the
+ * data. */
+CLARA_API clara_status clara_mr_file_geometry(const clara_mr_file *file,
+                                              int index,
+                                              clara_mr_geometry *geom);
+/* Copies dataset 'index' as kspace[slices][coils][nz][ny][nx] complex
+ * (unacquired samples 0) into a buffer of the geometry's size. */
+CLARA_API clara_status clara_mr_file_kspace(const clara_mr_file *file,
+                                            int index, float *kspace);
+/* The noise samples [coils][samples] (complex), owned by the file; *samples
+ * is 0 and *noise NULL when the file has no noise scans. */
+CLARA_API clara_status clara_mr_file_noise(const clara_mr_file *file,
+                                           int *samples, const float **noise);
+/* fastMRI's reference reconstruction_rss [slices][y][x] when the file has
+ * one (*rss NULL otherwise); owned by the file. */
+CLARA_API clara_status clara_mr_file_reference(const clara_mr_file *file,
+                                               int *slices, int *ny, int *nx,
+                                               const float **rss);
+
+/* ------------------------------------------------------------------------ */
 /* Files (HDF5; layout in docs/FORMATS.md)                                   */
 /* ------------------------------------------------------------------------ */
 

@@ -42,9 +42,25 @@ typedef struct clara_proj_setup {
   const double *cos_t, *sin_t;
 } clara_proj_setup;
 
+/* Everything an MR execution needs, decided at plan time (src/mr/mr.c). */
+typedef struct clara_mr_setup {
+  clara_mr_geometry g; /* recon_nx resolved (never 0) */
+  clara_mr_norm norm;
+  clara_mr_combine combine;
+  clara_mr_partial_fourier partial_fourier;
+  int pocs_iterations;
+  int output_complex;
+  const float *whiten;   /* [coils][coils] complex: inverse Cholesky factor
+                            of the noise covariance, or NULL */
+  const float *sens;     /* [coils][nz][ny][recon_nx] complex, or NULL */
+  const float *window_x; /* [nx] real apodisation, or NULL */
+  const float *window_y; /* [ny] */
+  const float *window_z; /* [nz] */
+} clara_mr_setup;
+
 /* Bumped whenever this table, the setups or clara_host_api change: the
  * core refuses a plugin built against another version. */
-#define CLARA_BACKEND_ABI 2
+#define CLARA_BACKEND_ABI 3
 
 typedef struct clara_backend_ops {
   const char *name;
@@ -73,6 +89,13 @@ typedef struct clara_backend_ops {
   clara_status (*backproject)(const clara_context *ctx,
                               const clara_proj_setup *ps,
                               const float *projections, float *image);
+  /* MRI; NULL where a backend has none (the CPU's is used then). */
+  clara_status (*mr_create)(const clara_context *ctx,
+                            const clara_mr_setup *setup, void **state);
+  clara_status (*mr_execute)(const clara_context *ctx,
+                             const clara_mr_setup *setup, const void *state,
+                             const float *kspace, float *image);
+  void (*mr_destroy)(void *state);
 } clara_backend_ops;
 
 /* What the core lends a plugin: its error reporting (the thread-local

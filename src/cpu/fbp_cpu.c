@@ -8,6 +8,7 @@
  * sums the views in their order, so results do not depend on the number of
  * threads or on scheduling. */
 #include "cpu.h"
+#include "mr_cpu.h"
 #include "kernels.h"
 
 #include <fftw3.h>
@@ -466,4 +467,7 @@ const clara_backend_ops clara_cpu_ops = {
     .fbp_destroy = cpu_fbp_destroy,
     .project = clara_cpu_project,
     .backproject = clara_cpu_backproject,
+    .mr_create = clara_cpu_mr_create,
+    .mr_execute = clara_cpu_mr_execute,
+    .mr_destroy = clara_cpu_mr_destroy,
 };

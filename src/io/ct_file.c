@@ -4,7 +4,7 @@
  * library that includes hdf5.h.
  *
  * Rules kept throughout:
- * - Every HDF5 call runs under one process-wide mutex (h5_lock): an HDF5
+ * - Every HDF5 call runs under the library's one HDF5 lock (h5lock.h): an HDF5
  *   built without thread safety must never be entered from two threads.
  *   Each public function validates its arguments, locks, calls a *_locked
  *   worker that has a single exit, and unlocks.
@@ -20,6 +20,7 @@
 #define _POSIX_C_SOURCE 200809L /* pread, fsync, clock_gettime */
 #endif
 
+#include "h5lock.h"
 #include "internal.h"
 
 #include <hdf5.h>
@@ -48,28 +49,6 @@
 /* ------------------------------------------------------------------------ */
 /* Locking and HDF5 error handling                                           */
 /* ------------------------------------------------------------------------ */
-
-static pthread_mutex_t h5_mutex = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t h5_once = PTHREAD_ONCE_INIT;
-static int h5_threadsafe; /* written once, under h5_once */
-
-static void h5_init_once(void) {
-  hbool_t ts = 0;
-  (void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  if (H5is_library_threadsafe(&ts) >= 0 && ts)
-    h5_threadsafe = 1;
-}
-
-static void h5_lock(void) {
-  (void)pthread_mutex_lock(&h5_mutex);
-  (void)pthread_once(&h5_once, h5_init_once);
-  /* A thread-safe HDF5 keeps the error-printing setting per thread, so the
-   * one-time call above only covered the first thread that came here. */
-  if (h5_threadsafe)
-    (void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void h5_unlock(void) { (void)pthread_mutex_unlock(&h5_mutex); }
 
 typedef struct detail_buf {
   char *text;
@@ -673,7 +652,7 @@ static clara_status create_temp(const char *fn, const char *path,
                                 char **tmp_out) {
   static const char alphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  static uint64_t counter; /* under h5_mutex */
+  static uint64_t counter; /* under the HDF5 lock */
   size_t len = strlen(path);
   struct timespec ts;
   char *tmp;
@@ -1078,9 +1057,9 @@ CLARA_API clara_status clara_ct_file_read(const char *path,
                       "%s: angles_out and projections_out are the same "
                       "pointer",
                       fn);
-  h5_lock();
+  clara_h5_lock();
   status = ct_read_locked(path, geom, angles_out, projections_out);
-  h5_unlock();
+  clara_h5_unlock();
   return status;
 }
 
@@ -1191,9 +1170,9 @@ CLARA_API clara_status clara_ct_file_write(const char *path,
     if (status != CLARA_OK)
       return status;
   }
-  h5_lock();
+  clara_h5_lock();
   status = ct_write_locked(path, geom, projections, truth_vol, truth);
-  h5_unlock();
+  clara_h5_unlock();
   return status;
 }
 
@@ -1248,9 +1227,9 @@ CLARA_API clara_status clara_image_file_write(const char *path,
   status = check_volume_arg(fn, "vol", vol);
   if (status != CLARA_OK)
     return status;
-  h5_lock();
+  clara_h5_lock();
   status = image_write_locked(path, vol, image, units);
-  h5_unlock();
+  clara_h5_unlock();
   return status;
 }
 
@@ -1355,8 +1334,8 @@ CLARA_API clara_status clara_image_file_read(const char *path,
   if (units && units_len == 0)
     return clara_fail(CLARA_ERR_INVALID_ARG,
                       "%s: units_len: must be > 0 when units is not NULL", fn);
-  h5_lock();
+  clara_h5_lock();
   status = image_read_locked(path, dataset, vol, image_out, units, units_len);
-  h5_unlock();
+  clara_h5_unlock();
   return status;
 }
