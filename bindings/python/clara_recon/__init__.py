@@ -1,4 +1,4 @@
-"""Python bindings of libclara-recon, a CT reconstruction library.
+"""Python bindings of libclara-recon, a CT and MRI reconstruction library.
 
 The bindings follow the C API of ``clara_recon.h`` closely, with numpy
 arrays in and out:
@@ -15,6 +15,13 @@ arrays in and out:
 - :func:`read_ct`, :func:`write_ct`, :func:`read_image`, :func:`write_image`:
   the HDF5 files of ``docs/FORMATS.md``.
 - :func:`fbp`: a one-call reconstruction of a sinogram.
+- MRI: :class:`MRGeometry` and :class:`MRPlan` (``clara_mr_plan``):
+  Cartesian multi-coil k-space reconstruction (centred FFT, whitening,
+  partial Fourier, RSS / adaptive / sensitivity combination);
+  :func:`noise_covariance`; :class:`MRFile` (``clara_mr_file``): ISMRMRD
+  and fastMRI raw data; :func:`mr_recon`: one call. k-space and complex
+  images are complex64 numpy arrays (the library's interleaved float32
+  pairs); docs/MRI.md has the conventions.
 
 Conventions (the library's): lengths in mm, angles in radians, arrays in C
 order and float32. A volume is ``image[iz][iy][ix]`` and projections are
@@ -94,6 +101,15 @@ __all__ = [
     "read_image",
     "write_image",
     "fbp",
+    "MRGeometry",
+    "MRPlan",
+    "MRFile",
+    "noise_covariance",
+    "mr_recon",
+    "MR_NORMS",
+    "MR_COMBINES",
+    "MR_PARTIAL_FOURIER",
+    "MR_WINDOWS",
     "version",
     "version_number",
     "library_path",
@@ -1248,3 +1264,500 @@ def fbp(projections: ArrayLike, angles: ArrayLike,
     if flat and image.shape[0] == 1:
         return image[0]
     return image
+
+
+# ---------------------------------------------------------------------------
+# MRI: Cartesian multi-coil k-space reconstruction
+# ---------------------------------------------------------------------------
+
+#: ``norm`` names of :class:`MRPlan` (index = ``clara_mr_norm``).
+MR_NORMS = ("ortho", "none")
+#: ``combine`` names of :class:`MRPlan` (index = ``clara_mr_combine``).
+MR_COMBINES = ("rss", "adaptive", "sensitivity")
+#: ``partial_fourier`` names of :class:`MRPlan` (index =
+#: ``clara_mr_partial_fourier``).
+MR_PARTIAL_FOURIER = ("zero", "homodyne", "pocs")
+#: ``window`` names of :class:`MRPlan` (index = ``clara_mr_window``).
+MR_WINDOWS = ("none", "hann", "hamming", "tukey")
+
+_MR_PLAN_API = ("clara_mr_options_init", "clara_mr_plan_create",
+                "clara_mr_execute", "clara_mr_plan_destroy")
+_MR_FILE_API = ("clara_mr_file_open", "clara_mr_file_close",
+                "clara_mr_file_format", "clara_mr_file_count",
+                "clara_mr_file_geometry", "clara_mr_file_kspace",
+                "clara_mr_file_noise", "clara_mr_file_reference")
+
+
+def _as_complex64(x: ArrayLike, ndims: Sequence[int], what: str
+                  ) -> np.ndarray:
+    """Checks rank and dtype of 'x', then returns it as C-order complex64
+    (complex128 and clongdouble are rounded to complex64; real data are
+    refused rather than silently given a zero imaginary part)."""
+    a = np.asarray(x)
+    if a.dtype.kind != "c":
+        raise TypeError(
+            f"{what}: complex data is expected, got dtype {a.dtype}; for "
+            f"real data pass x.astype(np.complex64) explicitly"
+        )
+    if a.ndim not in ndims:
+        want = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{what}: {want} array expected, got {a.ndim}-D "
+                         f"with shape {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.complex64)
+
+
+def _cptr(a: np.ndarray) -> "ctypes._Pointer[ctypes.c_float]":
+    """A complex64 array as the library's interleaved float (re, im)."""
+    assert a.dtype == np.complex64 and a.flags.c_contiguous
+    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+
+
+def _mr_enum(value: Any, names: Tuple[str, ...], what: str) -> int:
+    """A name of 'names' -> its index. An int is passed through unchecked,
+    so that the library judges it (ClaraError naming opts-><what>)."""
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in names:
+            return names.index(key)
+        raise ValueError(f"{what}: unknown {what} {value!r}; expected one "
+                         f"of {', '.join(repr(n) for n in names)}")
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what}: a name (str) is expected, got bool")
+    if isinstance(value, numbers.Integral):
+        return _c_int(value, what)
+    raise TypeError(f"{what}: a name (str) is expected, got "
+                    f"{type(value).__name__}")
+
+
+def _check_exact(a: np.ndarray, shape: Tuple[int, ...], what: str) -> None:
+    if a.shape != shape:
+        raise ValueError(f"{what}: shape {shape} expected, got {a.shape}")
+
+
+@dataclass
+class MRGeometry:
+    """A Cartesian MR acquisition (``clara_mr_geometry``).
+
+    k-space is ``kspace[slices][coils][nz][ky][kx]`` (kx = readout, the
+    fastest axis), complex, with DC at index ``n // 2`` on every axis (the
+    centred convention of fastMRI and ISMRMRD). Images are
+    ``image[slices][nz][ny][recon_nx]``.
+
+    Attributes:
+        coils: receiver coils.
+        nx, ny, nz: the encoded matrix: readout, phase encoding, partition
+            (``nz = 1`` for 2-D data).
+        slices: independent slices (or 3-D volumes) reconstructed by one
+            :meth:`MRPlan.execute`.
+        recon_nx: readout size after oversampling removal; the centred
+            ``recon_nx`` columns are kept (output column ``i`` is image
+            column ``i + nx//2 - recon_nx//2``). ``0`` means ``nx``.
+        ky_first, ky_last: the sampled phase-encoding lines (inclusive);
+            ``ky_last=None`` means ``ny - 1``. Lines outside are treated as
+            not acquired (partial Fourier).
+        kx_first, kx_last: the sampled readout samples (asymmetric echo);
+            ``kx_last=None`` means ``nx - 1``.
+
+    The values are checked by the library when a plan is made.
+    """
+
+    coils: int
+    nx: int
+    ny: int
+    nz: int = 1
+    slices: int = 1
+    recon_nx: int = 0
+    ky_first: int = 0
+    ky_last: Optional[int] = None
+    kx_first: int = 0
+    kx_last: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for name in ("coils", "nx", "ny", "nz", "slices", "recon_nx",
+                     "ky_first", "kx_first"):
+            setattr(self, name, _c_int(getattr(self, name),
+                                       f"MRGeometry.{name}"))
+        self.ky_last = (self.ny - 1 if self.ky_last is None
+                        else _c_int(self.ky_last, "MRGeometry.ky_last"))
+        self.kx_last = (self.nx - 1 if self.kx_last is None
+                        else _c_int(self.kx_last, "MRGeometry.kx_last"))
+
+    @property
+    def out_nx(self) -> int:
+        """The image's x size: ``recon_nx``, or ``nx`` when it is 0."""
+        return self.recon_nx if self.recon_nx > 0 else self.nx
+
+    @property
+    def kspace_shape(self) -> Tuple[int, int, int, int, int]:
+        """``(slices, coils, nz, ny, nx)``."""
+        return (self.slices, self.coils, self.nz, self.ny, self.nx)
+
+    @property
+    def image_shape(self) -> Tuple[int, int, int, int]:
+        """``(slices, nz, ny, out_nx)``."""
+        return (self.slices, self.nz, self.ny, self.out_nx)
+
+    @property
+    def maps_shape(self) -> Tuple[int, int, int, int]:
+        """The sensitivity maps' shape, ``(coils, nz, ny, out_nx)``."""
+        return (self.coils, self.nz, self.ny, self.out_nx)
+
+    def _to_c(self) -> _lib.MrGeometry:
+        g = _lib.MrGeometry()
+        for name, _ in _lib.MrGeometry._fields_:
+            setattr(g, name, getattr(self, name))
+        return g
+
+    @classmethod
+    def _from_c(cls, g: _lib.MrGeometry) -> "MRGeometry":
+        return cls(**{name: int(getattr(g, name))
+                      for name, _ in _lib.MrGeometry._fields_})
+
+    def _positive(self) -> bool:
+        return min(self.coils, self.nx, self.ny, self.nz, self.slices) > 0
+
+
+class MRPlan(_Handle):
+    """Cartesian multi-coil MR reconstruction, ``clara_mr_plan``.
+
+    For every slice and coil: noise pre-whitening, apodisation, partial
+    Fourier, the centred inverse FFT ``fftshift(ifftn(ifftshift(k)))`` and
+    readout oversampling removal; then coil combination (docs/MRI.md).
+    All the expensive work happens here; :meth:`execute` only runs, and may
+    be called from several threads at once.
+
+    Args:
+        ctx: the context.
+        geometry: the acquisition (:class:`MRGeometry`).
+        norm: ``"ortho"`` (scale ``1/sqrt(nx*ny*nz)``, numpy's
+            ``norm="ortho"``, as fastMRI) or ``"none"`` (no scale, the
+            ISMRMRD tools; ``sqrt(nx*ny*nz)`` times the ortho image, i.e.
+            numpy's ``norm="forward"`` inverse).
+        combine: ``"rss"`` (root sum of squares), ``"adaptive"`` (Walsh,
+            maps from the data) or ``"sensitivity"`` (the caller's
+            ``sensitivities``: ``sum conj(S) c / sum |S|^2``).
+        partial_fourier: ``"homodyne"``, ``"pocs"`` or ``"zero"``
+            (zero-fill). With symmetric sampling all three are the
+            zero-filled reconstruction.
+        pocs_iterations: POCS iterations, 1..1000.
+        window: apodisation, ``"none"``, ``"hann"``, ``"hamming"`` or
+            ``"tukey"``.
+        tukey_alpha: the Tukey taper fraction, in (0, 1].
+        output_complex: return complex64 images instead of float32
+            magnitudes (RSS has no phase: its imaginary part is 0).
+        noise_covariance: optional complex ``[coils][coils]`` Hermitian
+            positive definite covariance (e.g. from
+            :func:`noise_covariance`) to pre-whiten the coils with.
+        sensitivities: coil maps for ``combine="sensitivity"`` (and refused
+            otherwise): complex ``[coils][nz][ny][out_nx]`` (or
+            ``[coils][ny][out_nx]`` when ``nz == 1``), in the coils' own
+            (unwhitened) space.
+
+    The enum arguments take the names above; an int is passed to the
+    library as the C enum value. The arrays are copied by the plan.
+
+    Raises:
+        ValueError: an unknown name, or an array of the wrong shape.
+        TypeError: a real array where complex data are expected.
+        ClaraError: the library refused the plan (the message names the
+            argument, e.g. ``opts->pocs_iterations``).
+        NotImplementedError: the loaded library has no MRI API.
+    """
+
+    _destroy = "clara_mr_plan_destroy"
+
+    def __init__(self, ctx: Context, geometry: MRGeometry,
+                 norm: str = "ortho", combine: str = "rss",
+                 partial_fourier: str = "homodyne", pocs_iterations: int = 10,
+                 window: str = "none", tukey_alpha: float = 0.5,
+                 output_complex: bool = False,
+                 noise_covariance: Optional[ArrayLike] = None,
+                 sensitivities: Optional[ArrayLike] = None) -> None:
+        super().__init__()
+        _lib.require(*_MR_PLAN_API)
+        if not isinstance(ctx, Context):
+            raise TypeError("ctx: a Context is expected")
+        if not isinstance(geometry, MRGeometry):
+            raise TypeError("geometry: an MRGeometry is expected")
+        L = _lib.lib()
+        opts = _lib.MrOptions()
+        L.clara_mr_options_init(ctypes.byref(opts))
+        opts.norm = _mr_enum(norm, MR_NORMS, "norm")
+        opts.combine = _mr_enum(combine, MR_COMBINES, "combine")
+        opts.partial_fourier = _mr_enum(partial_fourier, MR_PARTIAL_FOURIER,
+                                        "partial_fourier")
+        opts.pocs_iterations = _c_int(pocs_iterations, "pocs_iterations")
+        opts.window = _mr_enum(window, MR_WINDOWS, "window")
+        opts.tukey_alpha = _real(tukey_alpha, "tukey_alpha")
+        opts.output_complex = 1 if output_complex else 0
+        # The arrays must stay alive until plan_create has copied them.
+        cov = maps = None
+        if noise_covariance is not None:
+            cov = _as_complex64(noise_covariance, (2,), "noise_covariance")
+            if geometry.coils > 0:
+                _check_exact(cov, (geometry.coils, geometry.coils),
+                             "noise_covariance")
+            opts.noise_covariance = _cptr(cov)
+        if sensitivities is not None:
+            maps = _as_complex64(sensitivities, (3, 4), "sensitivities")
+            if geometry._positive():
+                shape = geometry.maps_shape
+                if maps.ndim == 3 and shape[1] == 1:
+                    _check_exact(maps, (shape[0],) + shape[2:],
+                                 "sensitivities")
+                    maps = maps.reshape(shape)
+                else:
+                    _check_exact(maps, shape, "sensitivities")
+            opts.sensitivities = _cptr(maps)
+        g = geometry._to_c()
+        core = ctx._acquire()
+        out = ctypes.c_void_p()
+        try:
+            core.call("clara_mr_plan_create", core.handle, ctypes.byref(g),
+                      ctypes.byref(opts), ctypes.byref(out))
+        except BaseException:
+            core.release()
+            raise
+        self._core = core
+        self._handle = out.value
+        self.geometry = MRGeometry._from_c(g)
+        self.output_complex = bool(output_complex)
+        self.options = {
+            "norm": norm, "combine": combine,
+            "partial_fourier": partial_fourier,
+            "pocs_iterations": int(pocs_iterations), "window": window,
+            "tukey_alpha": float(tukey_alpha),
+            "output_complex": bool(output_complex),
+            "noise_covariance": noise_covariance is not None,
+            "sensitivities": sensitivities is not None,
+        }
+
+    def execute(self, kspace: ArrayLike) -> np.ndarray:
+        """Reconstructs ``kspace`` and returns the image.
+
+        Args:
+            kspace: complex ``[slices][coils][nz][ny][nx]``, or
+                ``[coils][ny][nx]`` for one 2-D slice (``slices == nz ==
+                1``). complex128 is rounded to complex64. Samples outside
+                the geometry's sampled ranges are ignored.
+
+        Returns:
+            A new array ``[slices][nz][ny][out_nx]`` (``[ny][out_nx]`` for
+            the 3-D form), float32 magnitudes or, with
+            ``output_complex=True``, complex64.
+
+        Raises:
+            TypeError: real or non-numeric data. ValueError: wrong rank or
+            shape. ClaraError: the library failed, e.g. ``ERR_CANCELLED``
+            from the progress callback.
+        """
+        k = _as_complex64(kspace, (3, 5), "kspace")
+        geom = self.geometry
+        single = k.ndim == 3
+        if single:
+            if geom.slices != 1 or geom.nz != 1:
+                raise ValueError(
+                    f"kspace: shape {geom.kspace_shape} expected (the 3-D "
+                    f"form [coils][ny][nx] is for slices == nz == 1), got "
+                    f"{k.shape}")
+            _check_exact(k, (geom.coils, geom.ny, geom.nx), "kspace")
+            k = k.reshape(geom.kspace_shape)
+        else:
+            _check_exact(k, geom.kspace_shape, "kspace")
+        h = self._live()
+        if self.output_complex:
+            image = np.empty(geom.image_shape, np.complex64)
+        else:
+            image = np.empty(geom.image_shape, np.float32)
+        self._core.call("clara_mr_execute", h, _cptr(k),
+                        image.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+        return image[0, 0] if single else image
+
+    __call__ = execute
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else (
+            f"combine={self.options['combine']!r}, "
+            f"norm={self.options['norm']!r}")
+        return f"MRPlan({self.geometry!r}, {state})"
+
+
+def noise_covariance(noise: ArrayLike) -> np.ndarray:
+    """The coils' noise covariance (``clara_mr_noise_covariance``).
+
+    ``cov[i][j] = sum_k n_i[k] conj(n_j[k]) / (samples - 1)`` (no mean
+    removed; accumulated in double, exactly Hermitian).
+
+    Args:
+        noise: complex ``[coils][samples]`` noise-only samples.
+
+    Returns:
+        complex64 ``[coils][coils]``, for :class:`MRPlan`'s
+        ``noise_covariance``.
+
+    Raises:
+        TypeError: real data. ValueError: not 2-D. ClaraError: the library
+        refused the sizes (e.g. fewer than 2 samples).
+    """
+    _lib.require("clara_mr_noise_covariance")
+    n = _as_complex64(noise, (2,), "noise")
+    coils, samples = n.shape
+    out = np.zeros((coils, coils), np.complex64)
+    _lib.call("clara_mr_noise_covariance", _cptr(n),
+              _c_int(coils, "coils"), _c_int(samples, "samples"),
+              out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+    return out
+
+
+class MRFile(_Handle):
+    """An MR raw-data file, ISMRMRD or fastMRI (``clara_mr_file``),
+    detected from its content and read whole when opened (layouts and
+    axis mapping: docs/MR_FORMATS.md).
+
+    fastMRI stores k-space ``[slices][coils][x][y]`` (readout first); the
+    reader transposes it to the library's ``[slices][coils][nz][ky][kx]``,
+    and ``/reconstruction_rss`` to ``[slices][y][x]``.
+
+    Args:
+        path: the file.
+
+    Attributes:
+        format: ``"ismrmrd"`` or ``"fastmri"``.
+        count: the number of k-space datasets (contrast x repetition x set;
+            1 for fastMRI, 0 for a noise-only ISMRMRD file).
+
+    Usable as a context manager; :meth:`close` is idempotent.
+
+    Raises:
+        ClaraError: ``ERR_IO`` (cannot open, not HDF5, truncated),
+            ``ERR_FORMAT`` (neither layout, a missing or mistyped field;
+            the message names it) or ``ERR_UNSUPPORTED`` (non-Cartesian).
+    """
+
+    _destroy = "clara_mr_file_close"
+
+    def __init__(self, path: PathLike) -> None:
+        super().__init__()
+        _lib.require(*_MR_FILE_API)
+        self.path = os.fspath(path)
+        out = ctypes.c_void_p()
+        _lib.call("clara_mr_file_open", _path(path), ctypes.byref(out))
+        self._handle = out.value
+        L = _lib.lib()
+        fmt = L.clara_mr_file_format(self._handle)
+        self.format: str = fmt.decode() if fmt else ""
+        self.count: int = int(L.clara_mr_file_count(self._handle))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def geometry(self, index: int = 0) -> MRGeometry:
+        """The geometry of dataset ``index`` (``0 <= index < count``)."""
+        h = self._live()
+        g = _lib.MrGeometry()
+        _lib.call("clara_mr_file_geometry", h, _c_int(index, "index"),
+                  ctypes.byref(g))
+        return MRGeometry._from_c(g)
+
+    def kspace(self, index: int = 0) -> np.ndarray:
+        """Dataset ``index`` as a new complex64 array
+        ``[slices][coils][nz][ny][nx]`` (unacquired samples 0)."""
+        geom = self.geometry(index)
+        h = self._live()
+        out = np.zeros(geom.kspace_shape, np.complex64)
+        _lib.call("clara_mr_file_kspace", h, _c_int(index, "index"),
+                  out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+        return out
+
+    @property
+    def noise(self) -> Optional[np.ndarray]:
+        """The noise scans as a new complex64 array ``[coils][samples]``,
+        or ``None`` when the file has none.
+
+        Raises:
+            NotImplementedError: a noise-only file (``count == 0``): the C
+                API gives no coil count for the noise without a dataset.
+        """
+        h = self._live()
+        samples = ctypes.c_int()
+        ptr = ctypes.POINTER(ctypes.c_float)()
+        _lib.call("clara_mr_file_noise", h, ctypes.byref(samples),
+                  ctypes.byref(ptr))
+        if not ptr or samples.value <= 0:
+            return None
+        if self.count == 0:
+            raise NotImplementedError(
+                f"{self.path}: the file has noise scans but no k-space "
+                f"dataset, and clara_mr_file_noise does not report the "
+                f"noise's coil count")
+        coils = self.geometry(0).coils
+        flat = _take(ptr, (coils * samples.value * 2,))
+        return flat.view(np.complex64).reshape(coils, samples.value)
+
+    @property
+    def reference(self) -> Optional[np.ndarray]:
+        """fastMRI's ``/reconstruction_rss`` as a new float32 array
+        ``[slices][y][x]`` (x along the readout), or ``None``."""
+        h = self._live()
+        s, ny, nx = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        ptr = ctypes.POINTER(ctypes.c_float)()
+        _lib.call("clara_mr_file_reference", h, ctypes.byref(s),
+                  ctypes.byref(ny), ctypes.byref(nx), ctypes.byref(ptr))
+        if not ptr:
+            return None
+        return _take(ptr, (s.value, ny.value, nx.value))
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"MRFile({self.path!r}, closed)"
+        return (f"MRFile({self.path!r}, format={self.format!r}, "
+                f"count={self.count})")
+
+
+def mr_recon(kspace: ArrayLike, combine: str = "rss", norm: str = "ortho",
+             partial_fourier: str = "homodyne", *, recon_nx: int = 0,
+             ky_range: Optional[Tuple[int, int]] = None,
+             kx_range: Optional[Tuple[int, int]] = None,
+             pocs_iterations: int = 10, window: str = "none",
+             tukey_alpha: float = 0.5, output_complex: bool = False,
+             noise_covariance: Optional[ArrayLike] = None,
+             sensitivities: Optional[ArrayLike] = None,
+             backend: str = "auto", threads: int = 0,
+             progress: Optional[ProgressCallback] = None) -> np.ndarray:
+    """Reconstructs k-space in one call (context, plan, execute).
+
+    Args:
+        kspace: complex ``[coils][ny][nx]`` (one 2-D slice) or
+            ``[slices][coils][nz][ny][nx]``; DC at index ``n // 2``.
+        combine, norm, partial_fourier, pocs_iterations, window,
+            tukey_alpha, output_complex, noise_covariance, sensitivities:
+            see :class:`MRPlan`.
+        recon_nx: readout size after oversampling removal (0 = nx).
+        ky_range, kx_range: the sampled ``(first, last)`` lines/samples,
+            inclusive; default the whole axis.
+        backend, threads, progress: see :class:`Context`.
+
+    Returns:
+        ``[ny][out_nx]`` for the 3-D form, else
+        ``[slices][nz][ny][out_nx]``; float32 magnitude or complex64.
+    """
+    k = _as_complex64(kspace, (3, 5), "kspace")
+    if k.ndim == 3:
+        coils, ny, nx = k.shape
+        nz = slices = 1
+    else:
+        slices, coils, nz, ny, nx = k.shape
+    ky = (0, ny - 1) if ky_range is None else tuple(ky_range)
+    kx = (0, nx - 1) if kx_range is None else tuple(kx_range)
+    if len(ky) != 2 or len(kx) != 2:
+        raise ValueError("ky_range, kx_range: (first, last) pairs expected")
+    geom = MRGeometry(coils, nx, ny, nz, slices, recon_nx, ky[0], ky[1],
+                      kx[0], kx[1])
+    with Context(backend, threads, progress) as ctx, \
+            MRPlan(ctx, geom, norm=norm, combine=combine,
+                   partial_fourier=partial_fourier,
+                   pocs_iterations=pocs_iterations, window=window,
+                   tukey_alpha=tukey_alpha, output_complex=output_complex,
+                   noise_covariance=noise_covariance,
+                   sensitivities=sensitivities) as plan:
+        return plan.execute(k)

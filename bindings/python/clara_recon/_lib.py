@@ -34,6 +34,8 @@ __all__ = [
     "library_path",
     "check",
     "call",
+    "has",
+    "require",
 ]
 
 _ENV = "CLARA_RECON_LIB"
@@ -185,6 +187,40 @@ class Ellipsoid(ctypes.Structure):
     ]
 
 
+class MrGeometry(ctypes.Structure):
+    """struct clara_mr_geometry."""
+
+    _fields_ = [
+        ("coils", ctypes.c_int),
+        ("nx", ctypes.c_int),
+        ("ny", ctypes.c_int),
+        ("nz", ctypes.c_int),
+        ("slices", ctypes.c_int),
+        ("recon_nx", ctypes.c_int),
+        ("ky_first", ctypes.c_int),
+        ("ky_last", ctypes.c_int),
+        ("kx_first", ctypes.c_int),
+        ("kx_last", ctypes.c_int),
+    ]
+
+
+class MrOptions(ctypes.Structure):
+    """struct clara_mr_options (the two arrays are complex, interleaved
+    float32 pairs)."""
+
+    _fields_ = [
+        ("norm", ctypes.c_int),
+        ("combine", ctypes.c_int),
+        ("partial_fourier", ctypes.c_int),
+        ("pocs_iterations", ctypes.c_int),
+        ("window", ctypes.c_int),
+        ("tukey_alpha", ctypes.c_double),
+        ("output_complex", ctypes.c_int),
+        ("noise_covariance", ctypes.POINTER(ctypes.c_float)),
+        ("sensitivities", ctypes.POINTER(ctypes.c_float)),
+    ]
+
+
 # Flags of clara_fbp_options.flags
 FBP_ALLOW_TRUNCATION = 1 << 0
 FBP_NO_FOV_MASK = 1 << 1
@@ -263,6 +299,34 @@ _PROTOTYPES: Dict[str, tuple] = {
     ),
 }
 
+# Declared when the library exports them, and not required: an older 0.1
+# library without the MRI part still loads for CT work (the MRI classes
+# then report what is missing, see require()), and functions that are being
+# added (writers, phantoms) are picked up as soon as the library has them.
+_OPTIONAL_PROTOTYPES: Dict[str, tuple] = {
+    # MRI
+    "clara_mr_options_init": (None, [ctypes.POINTER(MrOptions)]),
+    "clara_mr_plan_create": (
+        _st,
+        [_h, ctypes.POINTER(MrGeometry), ctypes.POINTER(MrOptions), _ph],
+    ),
+    "clara_mr_execute": (_st, [_h, _pf, _pf]),
+    "clara_mr_plan_destroy": (None, [_h]),
+    "clara_mr_noise_covariance": (_st, [_pf, _i, _i, _pf]),
+    # MR raw-data files
+    "clara_mr_file_open": (_st, [_s, _ph]),
+    "clara_mr_file_close": (None, [_h]),
+    "clara_mr_file_format": (_s, [_h]),
+    "clara_mr_file_count": (_i, [_h]),
+    "clara_mr_file_geometry": (_st, [_h, _i, ctypes.POINTER(MrGeometry)]),
+    "clara_mr_file_kspace": (_st, [_h, _i, _pf]),
+    "clara_mr_file_noise": (_st, [_h, ctypes.POINTER(_i), _ppf]),
+    "clara_mr_file_reference": (
+        _st,
+        [_h, ctypes.POINTER(_i), ctypes.POINTER(_i), ctypes.POINTER(_i), _ppf],
+    ),
+}
+
 
 # ---------------------------------------------------------------------------
 # Loading
@@ -296,6 +360,11 @@ def _declare(cdll: ctypes.CDLL, where: str) -> None:
             continue
         fn.restype = restype
         fn.argtypes = argtypes
+    for name, (restype, argtypes) in _OPTIONAL_PROTOTYPES.items():
+        if hasattr(cdll, name):
+            fn = getattr(cdll, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
     if missing:
         raise LibraryNotFoundError(
             f"{where} is not a usable libclara-recon: missing symbol(s) "
@@ -359,6 +428,23 @@ def load() -> ctypes.CDLL:
 def lib() -> ctypes.CDLL:
     """The loaded library (loading it on first use)."""
     return _lib if _lib is not None else load()
+
+
+def has(function: str) -> bool:
+    """True when the loaded library exports the (optional) 'function'."""
+    return hasattr(lib(), function)
+
+
+def require(*functions: str) -> None:
+    """Raises NotImplementedError unless the loaded library exports every
+    one of 'functions' (optional parts such as the MRI API)."""
+    missing = [f for f in functions if not has(f)]
+    if missing:
+        raise NotImplementedError(
+            f"the loaded libclara-recon ({_path}) does not export "
+            f"{', '.join(missing)}: it predates this part of the API. Set "
+            f"{_ENV} to a newer build of the library."
+        )
 
 
 def library_path() -> Optional[str]:
