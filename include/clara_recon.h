@@ -608,6 +608,53 @@ CLARA_API clara_status clara_mr_file_reference(const clara_mr_file *file,
                                                int *slices, int *ny, int *nx,
                                                const float **rss);
 
+/* Writes kspace[slices][coils][nz][ky][kx] (complex) as an ISMRMRD file
+ * that the ISMRMRD library and tools read (and clara_mr_file_open reads
+ * back exactly), replacing any file at 'path': /dataset/xml with one
+ * encoding (encodedSpace nx x ny x nz, reconSpace recon_nx x ny x nz,
+ * fields of view at 1 mm per sample since the geometry carries none,
+ * encodingLimits with kspace_encoding_step_1 [ky_first, ky_last] centred
+ * on ny/2, receiverChannels = coils) and /dataset/data with ISMRMRD's full
+ * AcquisitionHeader. First the noise scans, when 'noise' ([coils]
+ * [noise_samples] complex) is not NULL: readouts of up to nx samples with
+ * flag 19 (ACQ_IS_NOISE_MEASUREMENT). Then one acquisition per sampled
+ * (slice, kz, ky) line, all coils, samples kx_first..kx_last with
+ * center_sample = nx/2 - kx_first, version 1, flags FIRST/LAST_IN_
+ * ENCODE_STEP1/2 and FIRST/LAST_IN_SLICE where they apply and
+ * LAST_IN_MEASUREMENT on the last. Temporary file and rename, as for
+ * clara_ct_file_write. Errors: CLARA_ERR_INVALID_ARG (NULL, ranges,
+ * sizes beyond ISMRMRD's 16-bit counters or 1024 channels, noise and
+ * noise_samples that disagree), CLARA_ERR_UNSUPPORTED (a readout starting
+ * at nx/2, which center_sample cannot express), CLARA_ERR_OUT_OF_MEMORY,
+ * CLARA_ERR_IO. */
+CLARA_API clara_status clara_mr_file_write_ismrmrd(
+    const char *path, const clara_mr_geometry *geom, const float *kspace,
+    const float *noise, int noise_samples);
+
+/* The 2D modified Shepp-Logan phantom (the table of
+ * clara_phantom_shepp_logan, radius fov_mm / 2) in k-space, computed from
+ * its exact continuous Fourier transform (each ellipse's is a J1 jinc), as
+ * seen by geom->coils receive coils: kspace[slices][coils][1][ny][nx]
+ * (complex; every slice the same). The sensitivity maps are sums of
+ * low-frequency complex exponentials, so that the k-space of phantom x map
+ * is an exact sum of shifted jincs: coil_maps = 1 gives smooth maps (coil
+ * c of C faces angle 2 pi c / C: magnitude 0.2 .. 1 across the FOV, a
+ * linear phase and an offset 0.7 c rad; src/mr/phantom_mr.c has the
+ * formula), coil_maps = 0 uniform ones (S = 1). Sampling is centred: kx =
+ * (x - nx/2) / FOV_x, ky = (y - ny/2) / fov_mm, with the readout FOV FOV_x
+ * = fov_mm * nx / recon_nx (nx = 2 recon_nx: a doubled readout FOV), and
+ * scaled by sqrt(nx ny) / (FOV_x fov_mm) so that the ORTHO reconstruction
+ * approximates phantom x map (densities 1, -0.8, ...) at pixel (i, j) of
+ * the recon grid, centred on (i - recon_nx/2) fov_mm/recon_nx, (j - ny/2)
+ * fov_mm/ny. Only [ky_first, ky_last] x [kx_first, kx_last] is filled, the
+ * rest is 0. 'maps' (may be NULL) receives the maps on the recon grid,
+ * [coils][1][ny][recon_nx] complex. Uses all online cores. Errors:
+ * CLARA_ERR_INVALID_ARG, CLARA_ERR_UNSUPPORTED (nz != 1),
+ * CLARA_ERR_OUT_OF_MEMORY. */
+CLARA_API clara_status clara_mr_phantom_kspace(const clara_mr_geometry *geom,
+                                               double fov_mm, int coil_maps,
+                                               float *kspace, float *maps);
+
 /* ------------------------------------------------------------------------ */
 /* Files (HDF5; layout in docs/FORMATS.md)                                   */
 /* ------------------------------------------------------------------------ */

@@ -2,7 +2,9 @@
  * clara-recon.c -- the command-line tool of libclara-recon.
  *
  *   clara-recon phantom ct --geometry G --size N --views V -o FILE.h5
+ *   clara-recon phantom mr --size N --coils C -o FILE.h5 [options]
  *   clara-recon ct IN.h5 -o OUT.h5 [options]
+ *   clara-recon mr IN.h5 -o OUT.h5 [options]
  *   clara-recon info FILE.h5 [--compare TRUTH.h5]
  *   clara-recon demo [-o DIR] [--size N]
  *
@@ -618,7 +620,8 @@ static void phantom_help(FILE *f) {
           "  -q, --quiet        print nothing on success\n"
           "  -h, --help         this help\n"
           "Divergent beams: source 500 mm from the axis, detector 1000 mm "
-          "from the source.\n",
+          "from the source.\n"
+          "'" PROG " phantom mr --help' describes the MR phantom.\n",
           MAX_SIZE);
 }
 
@@ -636,8 +639,35 @@ enum {
   OPT_HU,
   OPT_THREADS,
   OPT_ALLOW_TRUNCATION,
-  OPT_COMPARE
+  OPT_COMPARE,
+  OPT_COILS,
+  OPT_OVERSAMPLING,
+  OPT_PARTIAL_FOURIER,
+  OPT_TRUTH,
+  OPT_COMBINE,
+  OPT_NORM,
+  OPT_WINDOW,
+  OPT_DATASET
 };
+
+static int cmd_phantom_mr(int argc, char **argv);
+
+/* Whether the phantom command asks for the MR phantom: the word "mr" where
+ * a kind can stand (not as the value of an option). */
+static int phantom_kind_is_mr(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    const char *prev = argv[i - 1];
+    if (strcmp(argv[i], "--") == 0)
+      return i + 1 < argc && strcmp(argv[i + 1], "mr") == 0;
+    if (strcmp(argv[i], "mr") != 0)
+      continue;
+    if (i == 1 || prev[0] != '-' || strchr(prev, '=') ||
+        strcmp(prev, "-q") == 0 || strcmp(prev, "--quiet") == 0 ||
+        strcmp(prev, "-h") == 0 || strcmp(prev, "--help") == 0)
+      return 1;
+  }
+  return 0;
+}
 
 static int cmd_phantom(int argc, char **argv) {
   static const struct option longopts[] = {
@@ -659,6 +689,8 @@ static int cmd_phantom(int argc, char **argv) {
   int quiet = 0, c, rc;
   clara_status st;
 
+  if (phantom_kind_is_mr(argc, argv))
+    return cmd_phantom_mr(argc, argv);
   memset(&sp, 0, sizeof sp);
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":g:n:o:qh", longopts, NULL)) != -1) {
@@ -708,9 +740,9 @@ static int cmd_phantom(int argc, char **argv) {
     }
   }
   if (optind >= argc)
-    return usage_error("what kind of phantom? (only 'phantom ct' exists)");
+    return usage_error("what kind of phantom? ('phantom ct' or 'phantom mr')");
   if (strcmp(argv[optind], "ct") != 0)
-    return usage_error("unknown phantom kind '%s' (only 'ct' exists)",
+    return usage_error("unknown phantom kind '%s' ('ct' or 'mr')",
                        argv[optind]);
   if (optind + 1 < argc)
     return usage_error("unexpected argument '%s'", argv[optind + 1]);
@@ -971,13 +1003,657 @@ done:
 }
 
 /* ------------------------------------------------------------------------ */
+/* clara-recon phantom mr                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Noise scans written by "phantom mr --noise": samples per coil. */
+#define MR_NOISE_SAMPLES 1024
+/* Coupling of each coil's noise with the previous coil's. */
+static const double kMrNoiseCoupling = 0.3;
+
+static void phantom_mr_help(FILE *f) {
+  fprintf(f,
+          "Usage: " PROG " phantom mr --size N --coils C -o FILE.h5 "
+          "[OPTIONS]\n"
+          "Writes an ISMRMRD file with the exact k-space of the 2D modified "
+          "Shepp-Logan\n"
+          "phantom (radius N/2 mm: the FOV is N mm, 1 mm pixels) seen by C "
+          "coils with\n"
+          "smooth sensitivity maps, on an (oversampling x N) x N Cartesian "
+          "grid.\n"
+          "\n"
+          "  -n, --size N              recon grid N x N (2..%d)\n"
+          "      --coils C             receive coils (1..1024)\n"
+          "      --oversampling R      readout oversampling 1..4 (default "
+          "2)\n"
+          "      --noise SIGMA         complex Gaussian k-space noise, "
+          "SIGMA per real and\n"
+          "                            imaginary part (default 0: none); "
+          "also writes %d\n"
+          "                            noise samples per coil; neighbouring "
+          "coils'\n"
+          "                            noise is correlated (coupling %.1f)\n"
+          "      --partial-fourier F   acquire only the last fraction F of "
+          "the ky lines\n"
+          "                            (0.5..1, default 1)\n"
+          "      --seed S              noise seed (default 0)\n"
+          "      --truth FILE          also write the truth as FILE's /image "
+          "(N x N x 1):\n"
+          "                            the RSS of phantom x maps, |f| "
+          "sqrt(sum |S_c|^2),\n"
+          "                            which an RSS or adaptive "
+          "reconstruction estimates\n"
+          "  -o, --output FILE         the ISMRMRD file to write\n"
+          "  -q, --quiet               print nothing on success\n"
+          "  -h, --help                this help\n",
+          MAX_SIZE, MR_NOISE_SAMPLES, kMrNoiseCoupling);
+}
+
+/* A standard normal deviate (Box-Muller). */
+static double gauss01(uint64_t *state) {
+  double u = uniform01(state), v = uniform01(state);
+  return sqrt(-2.0 * log(u)) * cos(2.0 * kPi * v);
+}
+
+/* n complex samples per coil of coupled Gaussian noise, n_0 = sigma z_0 and
+ * n_c = sigma (z_c + a z_{c-1}) / sqrt(1 + a^2) for c > 0, written (or
+ * added, when 'add') to out[c * coil_stride + i], i < n (complex units). */
+static void coupled_noise(uint64_t *state, int coils, size_t n, double sigma,
+                          float *out, size_t coil_stride, int add) {
+  double a = kMrNoiseCoupling, norm = 1.0 / sqrt(1.0 + a * a);
+  for (size_t i = 0; i < n; i++) {
+    double prev_re = 0, prev_im = 0;
+    for (int c = 0; c < coils; c++) {
+      double zr = gauss01(state), zi = gauss01(state);
+      double re = c ? (zr + a * prev_re) * norm : zr;
+      double im = c ? (zi + a * prev_im) * norm : zi;
+      float *o = out + ((size_t)c * coil_stride + i) * 2;
+      if (add) {
+        o[0] += (float)(sigma * re);
+        o[1] += (float)(sigma * im);
+      } else {
+        o[0] = (float)(sigma * re);
+        o[1] = (float)(sigma * im);
+      }
+      prev_re = zr;
+      prev_im = zi;
+    }
+  }
+}
+
+static int cmd_phantom_mr(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"size", required_argument, NULL, 'n'},
+      {"coils", required_argument, NULL, OPT_COILS},
+      {"oversampling", required_argument, NULL, OPT_OVERSAMPLING},
+      {"noise", required_argument, NULL, OPT_NOISE},
+      {"partial-fourier", required_argument, NULL, OPT_PARTIAL_FOURIER},
+      {"seed", required_argument, NULL, OPT_SEED},
+      {"truth", required_argument, NULL, OPT_TRUTH},
+      {"output", required_argument, NULL, 'o'},
+      {"quiet", no_argument, NULL, 'q'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  const char *output = NULL, *truth_path = NULL;
+  int size = 0, coils = 0, os = 2, quiet = 0, c, rc = 0;
+  double sigma = 0, pf = 1.0;
+  uint64_t seed = 0;
+  clara_mr_geometry g;
+  clara_volume tv;
+  clara_phantom *ph = NULL;
+  float *k = NULL, *maps = NULL, *noise = NULL, *truth = NULL;
+  size_t nk;
+  clara_status st;
+
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, ":n:o:qh", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'n':
+      if ((rc = parse_int("--size", optarg, 2, MAX_SIZE, &size)))
+        return rc;
+      break;
+    case OPT_COILS:
+      if ((rc = parse_int("--coils", optarg, 1, 1024, &coils)))
+        return rc;
+      break;
+    case OPT_OVERSAMPLING:
+      if ((rc = parse_int("--oversampling", optarg, 1, 4, &os)))
+        return rc;
+      break;
+    case OPT_NOISE:
+      if ((rc = parse_double("--noise", optarg, 0, 1e30, 0, &sigma)))
+        return rc;
+      break;
+    case OPT_PARTIAL_FOURIER:
+      if ((rc = parse_double("--partial-fourier", optarg, 0.5, 1, 0, &pf)))
+        return rc;
+      break;
+    case OPT_SEED:
+      if ((rc = parse_u64("--seed", optarg, &seed)))
+        return rc;
+      break;
+    case OPT_TRUTH:
+      truth_path = optarg;
+      break;
+    case 'o':
+      output = optarg;
+      break;
+    case 'q':
+      quiet = 1;
+      break;
+    case 'h':
+      phantom_mr_help(stdout);
+      return 0;
+    default:
+      return bad_option(c, argv);
+    }
+  }
+  /* the kind word "mr" is the one positional argument */
+  if (optind >= argc || strcmp(argv[optind], "mr") != 0)
+    return usage_error("what kind of phantom? ('phantom ct' or 'phantom mr')");
+  if (optind + 1 < argc)
+    return usage_error("unexpected argument '%s'", argv[optind + 1]);
+  if (size == 0)
+    return usage_error("--size is required");
+  if (coils == 0)
+    return usage_error("--coils is required");
+  if ((double)size * os > 65535)
+    return usage_error("--size %d x --oversampling %d: the readout would "
+                       "have more than 65535 samples",
+                       size, os);
+  if (!output || !*output)
+    return usage_error("the output file is required (-o FILE.h5)");
+  if (truth_path && !*truth_path)
+    return usage_error("--truth: the file name is empty");
+  if ((rc = check_output_path(output)))
+    return rc;
+  if (truth_path && (rc = check_output_path(truth_path)))
+    return rc;
+
+  memset(&g, 0, sizeof g);
+  g.coils = coils;
+  g.nx = os * size;
+  g.ny = size;
+  g.nz = 1;
+  g.slices = 1;
+  g.recon_nx = size;
+  g.ky_first = size - (int)lround(pf * size);
+  if (g.ky_first > size / 2)
+    g.ky_first = size / 2;
+  g.ky_last = size - 1;
+  g.kx_first = 0;
+  g.kx_last = g.nx - 1;
+  nk = count3(coils, g.ny, g.nx);
+  k = alloc_floats(2 * nk);
+  maps = truth_path ? alloc_floats(2 * count3(coils, size, size)) : NULL;
+  if (!k || (truth_path && !maps)) {
+    rc = fail_msg("out of memory for %d coils x %d x %d k-space samples", coils,
+                  g.ny, g.nx);
+    goto done;
+  }
+  st = clara_mr_phantom_kspace(&g, (double)size, 1, k, maps);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "computing the phantom's k-space");
+    goto done;
+  }
+  if (sigma > 0) {
+    uint64_t state = seed;
+    noise = alloc_floats(2 * (size_t)coils * MR_NOISE_SAMPLES);
+    if (!noise) {
+      rc = fail_msg("out of memory");
+      goto done;
+    }
+    coupled_noise(&state, coils, MR_NOISE_SAMPLES, sigma, noise,
+                  MR_NOISE_SAMPLES, 0);
+    /* k-space noise on the acquired lines only */
+    for (int y = g.ky_first; y <= g.ky_last; y++)
+      coupled_noise(&state, coils, (size_t)g.nx, sigma,
+                    k + (size_t)y * g.nx * 2, (size_t)g.ny * g.nx, 1);
+  }
+  st = clara_mr_file_write_ismrmrd(output, &g, k, noise,
+                                   noise ? MR_NOISE_SAMPLES : 0);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "writing %s", output);
+    goto done;
+  }
+  if (truth_path) {
+    size_t n = count3(size, size, 1);
+    tv.nx = tv.ny = size;
+    tv.nz = 1;
+    tv.voxel[0] = tv.voxel[1] = tv.voxel[2] = 1.0;
+    tv.center[0] = tv.center[1] = tv.center[2] = 0;
+    truth = alloc_floats(n);
+    if (!truth) {
+      rc = fail_msg("out of memory");
+      goto done;
+    }
+    st = clara_phantom_shepp_logan(2, 0.5 * size, 1.0, &ph);
+    if (st == CLARA_OK) {
+      /* MR pixel i sits at (i - N/2) mm, the CT grid's at (i - (N-1)/2) mm
+       * plus its centre */
+      clara_volume rv = tv;
+      rv.center[0] = rv.center[1] = (size - 1) / 2.0 - size / 2;
+      st = clara_phantom_rasterize(ph, &rv, kTruthSupersample, truth);
+    }
+    if (st != CLARA_OK) {
+      rc = lib_error(st, "rasterising the truth");
+      goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+      double s2 = 0;
+      for (int cc = 0; cc < coils; cc++) {
+        const float *m = maps + ((size_t)cc * n + i) * 2;
+        s2 += (double)m[0] * m[0] + (double)m[1] * m[1];
+      }
+      truth[i] = (float)(fabs((double)truth[i]) * sqrt(s2));
+    }
+    st = clara_image_file_write(truth_path, &tv, truth, "a.u.");
+    if (st != CLARA_OK) {
+      rc = lib_error(st, "writing %s", truth_path);
+      goto done;
+    }
+  }
+  if (!quiet)
+    printf("phantom: mr, %d coils, %d x %d k-space (recon %d x %d, FOV %d "
+           "mm), ky %d..%d%s; wrote %s%s%s\n",
+           coils, g.nx, g.ny, size, size, size, g.ky_first, g.ky_last,
+           sigma > 0 ? ", noise" : "", output, truth_path ? " and " : "",
+           truth_path ? truth_path : "");
+done:
+  clara_phantom_destroy(ph);
+  free(k);
+  free(maps);
+  free(noise);
+  free(truth);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* clara-recon mr                                                            */
+/* ------------------------------------------------------------------------ */
+
+static void mr_help(FILE *f) {
+  fputs("Usage: " PROG " mr IN.h5 -o OUT.h5 [OPTIONS]\n"
+        "Reconstructs Cartesian k-space from an ISMRMRD or fastMRI file "
+        "(detected from\n"
+        "its content) and writes the magnitude as /image ([slices][ny][x], "
+        "1 mm voxels,\n"
+        "units a.u.). Noise scans in the file are used for pre-whitening.\n"
+        "\n"
+        "  -o, --output FILE          the image file to write\n"
+        "      --backend B            auto (default), cpu or cuda\n"
+        "      --combine M            rss (default) or adaptive\n"
+        "      --partial-fourier M    homodyne (default), pocs or zero\n"
+        "      --norm N               ortho (default) or none (x sqrt(N))\n"
+        "      --window W             none (default), hann, hamming or "
+        "tukey\n"
+        "      --dataset K            the dataset to reconstruct (default "
+        "0)\n"
+        "      --threads T            worker threads (default 0: all "
+        "cores)\n"
+        "  -q, --quiet                print nothing on success\n"
+        "  -h, --help                 this help\n",
+        f);
+}
+
+/* Parses NAME against 'names' (NULL-terminated); -1 when unknown. */
+static int pick(const char *name, const char *const *names) {
+  for (int i = 0; names[i]; i++)
+    if (strcmp(name, names[i]) == 0)
+      return i;
+  return -1;
+}
+
+static const char *const kCombineNames[] = {"rss", "adaptive", NULL};
+static const char *const kPfNames[] = {"zero", "homodyne", "pocs", NULL};
+static const char *const kNormNames[] = {"ortho", "none", NULL};
+static const char *const kWindowNames[] = {"none", "hann", "hamming", "tukey",
+                                           NULL};
+
+typedef struct mr_recon {
+  clara_mr_geometry geom;
+  int rnx;
+  float *image; /* [slices * nz][ny][rnx], malloc'd */
+  int noise_samples;
+  clara_backend backend;
+  int threads;
+  double plan_ms, exec_ms;
+} mr_recon;
+
+/* Reconstructs dataset 'index' of 'file' (whitened when it has noise). */
+static int mr_reconstruct(const clara_mr_file *file, const char *path,
+                          int index, clara_backend backend, int threads,
+                          const clara_mr_options *base, mr_recon *out) {
+  clara_context_options co;
+  clara_context *ctx = NULL;
+  clara_mr_plan *plan = NULL;
+  clara_mr_options o = *base;
+  clara_mr_geometry *g = &out->geom;
+  const float *noise = NULL;
+  float *k = NULL, *cov = NULL, *image = NULL;
+  size_t nk, ni;
+  clara_status st;
+  double t0, t1, t2;
+  int rc = EXIT_FAILURE, count = clara_mr_file_count(file);
+
+  if (index >= count)
+    return fail_msg("dataset %d does not exist: %s has %d dataset%s "
+                    "(0..%d)",
+                    index, path, count, count == 1 ? "" : "s", count - 1);
+  st = clara_mr_file_geometry(file, index, g);
+  if (st != CLARA_OK)
+    return lib_error(st, "reading dataset %d of %s", index, path);
+  out->rnx = g->recon_nx > 0 ? g->recon_nx : g->nx;
+  nk = count3(g->slices * g->coils, g->nz * g->ny, g->nx);
+  ni = count3(g->slices * g->nz, g->ny, out->rnx);
+  k = alloc_floats(2 * nk);
+  image = alloc_floats(ni);
+  if (!k || !image || nk > SIZE_MAX / 2) {
+    rc = fail_msg("out of memory for dataset %d (%d slices x %d coils x %d "
+                  "x %d x %d)",
+                  index, g->slices, g->coils, g->nz, g->ny, g->nx);
+    goto done;
+  }
+  st = clara_mr_file_kspace(file, index, k);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "reading dataset %d of %s", index, path);
+    goto done;
+  }
+  st = clara_mr_file_noise(file, &out->noise_samples, &noise);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "reading the noise scans of %s", path);
+    goto done;
+  }
+  if (out->noise_samples >= 2) {
+    cov = alloc_floats(2 * (size_t)g->coils * g->coils);
+    if (!cov) {
+      rc = fail_msg("out of memory");
+      goto done;
+    }
+    st = clara_mr_noise_covariance(noise, g->coils, out->noise_samples, cov);
+    if (st != CLARA_OK) {
+      rc = lib_error(st, "estimating the noise covariance");
+      goto done;
+    }
+    o.noise_covariance = cov;
+  } else {
+    out->noise_samples = 0;
+  }
+  clara_context_options_init(&co);
+  co.backend = backend;
+  co.threads = threads;
+  st = clara_context_create(&co, &ctx);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "starting the %s backend", clara_backend_name(backend));
+    goto done;
+  }
+  t0 = now_ms();
+  st = clara_mr_plan_create(ctx, g, &o, &plan);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "planning the reconstruction of dataset %d", index);
+    goto done;
+  }
+  t1 = now_ms();
+  st = clara_mr_execute(plan, k, image);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "reconstructing dataset %d", index);
+    goto done;
+  }
+  t2 = now_ms();
+  out->image = image;
+  image = NULL;
+  out->backend = clara_context_backend(ctx);
+  out->threads = clara_context_threads(ctx);
+  out->plan_ms = t1 - t0;
+  out->exec_ms = t2 - t1;
+  rc = 0;
+done:
+  clara_mr_plan_destroy(plan);
+  clara_context_destroy(ctx);
+  free(k);
+  free(cov);
+  free(image);
+  return rc;
+}
+
+static int cmd_mr(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"output", required_argument, NULL, 'o'},
+      {"backend", required_argument, NULL, OPT_BACKEND},
+      {"combine", required_argument, NULL, OPT_COMBINE},
+      {"partial-fourier", required_argument, NULL, OPT_PARTIAL_FOURIER},
+      {"norm", required_argument, NULL, OPT_NORM},
+      {"window", required_argument, NULL, OPT_WINDOW},
+      {"dataset", required_argument, NULL, OPT_DATASET},
+      {"threads", required_argument, NULL, OPT_THREADS},
+      {"quiet", no_argument, NULL, 'q'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  const char *output = NULL, *input;
+  clara_backend backend = CLARA_BACKEND_AUTO;
+  clara_mr_options o;
+  clara_mr_file *file = NULL;
+  mr_recon r;
+  clara_volume vol;
+  clara_status st;
+  int threads = 0, dataset = 0, quiet = 0, c, v, rc;
+
+  memset(&r, 0, sizeof r);
+  clara_mr_options_init(&o);
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'o':
+      output = optarg;
+      break;
+    case OPT_BACKEND:
+      if (clara_backend_parse(optarg, &backend) != CLARA_OK)
+        return usage_error("--backend: %s", clara_last_error());
+      break;
+    case OPT_COMBINE:
+      if ((v = pick(optarg, kCombineNames)) < 0)
+        return usage_error("--combine: unknown method '%s' (rss or "
+                           "adaptive)",
+                           optarg);
+      o.combine = (clara_mr_combine)v;
+      break;
+    case OPT_PARTIAL_FOURIER:
+      if ((v = pick(optarg, kPfNames)) < 0)
+        return usage_error("--partial-fourier: unknown method '%s' (zero, "
+                           "homodyne or pocs)",
+                           optarg);
+      o.partial_fourier = (clara_mr_partial_fourier)v;
+      break;
+    case OPT_NORM:
+      if ((v = pick(optarg, kNormNames)) < 0)
+        return usage_error("--norm: unknown normalisation '%s' (ortho or "
+                           "none)",
+                           optarg);
+      o.norm = (clara_mr_norm)v;
+      break;
+    case OPT_WINDOW:
+      if ((v = pick(optarg, kWindowNames)) < 0)
+        return usage_error("--window: unknown window '%s' (none, hann, "
+                           "hamming or tukey)",
+                           optarg);
+      o.window = (clara_mr_window)v;
+      break;
+    case OPT_DATASET:
+      if ((rc = parse_int("--dataset", optarg, 0, 1000000, &dataset)))
+        return rc;
+      break;
+    case OPT_THREADS:
+      if ((rc = parse_int("--threads", optarg, 0, MAX_THREADS, &threads)))
+        return rc;
+      break;
+    case 'q':
+      quiet = 1;
+      break;
+    case 'h':
+      mr_help(stdout);
+      return 0;
+    default:
+      return bad_option(c, argv);
+    }
+  }
+  if (optind >= argc)
+    return usage_error("the input file is required (" PROG
+                       " mr IN.h5 -o OUT.h5)");
+  if (optind + 1 < argc)
+    return usage_error("unexpected argument '%s'", argv[optind + 1]);
+  input = argv[optind];
+  if (!output || !*output)
+    return usage_error("the output file is required (-o OUT.h5)");
+  if ((rc = check_output_path(output)))
+    return rc;
+
+  st = clara_mr_file_open(input, &file);
+  if (st != CLARA_OK)
+    return lib_error(st, "reading %s", input);
+  if ((rc = mr_reconstruct(file, input, dataset, backend, threads, &o, &r)))
+    goto done;
+  vol.nx = r.rnx;
+  vol.ny = r.geom.ny;
+  vol.nz = r.geom.slices * r.geom.nz;
+  vol.voxel[0] = vol.voxel[1] = vol.voxel[2] = 1.0; /* no FOV from the reader */
+  vol.center[0] = vol.center[1] = vol.center[2] = 0;
+  st = clara_image_file_write(output, &vol, r.image, "a.u.");
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "writing %s", output);
+    goto done;
+  }
+  if (!quiet)
+    printf("mr: %s dataset %d, %d coil%s, %d x %d x %d k-space (ky %d..%d), "
+           "%d slice%s -> %d x %d x %d (%s, %s, %s%s; %s, %d thread%s): "
+           "%.1f ms (plan %.1f, execute %.1f); wrote %s\n",
+           clara_mr_file_format(file), dataset, r.geom.coils,
+           r.geom.coils == 1 ? "" : "s", r.geom.nx, r.geom.ny, r.geom.nz,
+           r.geom.ky_first, r.geom.ky_last, r.geom.slices,
+           r.geom.slices == 1 ? "" : "s", vol.nx, vol.ny, vol.nz,
+           kCombineNames[o.combine], kPfNames[o.partial_fourier],
+           kNormNames[o.norm], r.noise_samples ? ", whitened" : "",
+           clara_backend_name(r.backend), r.threads, r.threads == 1 ? "" : "s",
+           r.plan_ms + r.exec_ms, r.plan_ms, r.exec_ms, output);
+done:
+  free(r.image);
+  clara_mr_file_close(file);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* clara-recon info on MR raw data                                           */
+/* ------------------------------------------------------------------------ */
+
+/* fastMRI: RSS + ORTHO (zero-filled) of dataset 0, centre-cropped to the
+ * reference's size, against reconstruction_rss. */
+static int mr_compare_reference(const clara_mr_file *file, const char *path) {
+  const float *ref;
+  int rs, ry, rx, rc;
+  clara_mr_options o;
+  mr_recon r;
+  clara_status st;
+  double err2 = 0, ref2 = 0, peak = 0;
+  size_t n = 0;
+
+  st = clara_mr_file_reference(file, &rs, &ry, &rx, &ref);
+  if (st != CLARA_OK)
+    return lib_error(st, "reading the reference of %s", path);
+  if (!ref)
+    return 0;
+  printf("reference: reconstruction_rss, %d x %d x %d (x x y x slices)\n", rx,
+         ry, rs);
+  memset(&r, 0, sizeof r);
+  clara_mr_options_init(&o);
+  o.combine = CLARA_MR_COMBINE_RSS;
+  o.norm = CLARA_MR_NORM_ORTHO;
+  o.partial_fourier = CLARA_MR_PF_ZERO;
+  if ((rc = mr_reconstruct(file, path, 0, CLARA_BACKEND_CPU, 0, &o, &r)))
+    return rc;
+  if (r.geom.nz != 1 || rs != r.geom.slices || ry > r.geom.ny || rx > r.rnx) {
+    free(r.image);
+    return fail_msg("cannot compare with reconstruction_rss: the "
+                    "reconstruction is %d x %d x %d, the reference %d x %d x "
+                    "%d",
+                    r.rnx, r.geom.ny, r.geom.slices * r.geom.nz, rx, ry, rs);
+  }
+  {
+    /* fastMRI's center_crop: from = (size - crop) / 2 */
+    int y0 = (r.geom.ny - ry) / 2, x0 = (r.rnx - rx) / 2;
+    for (int s = 0; s < rs; s++)
+      for (int y = 0; y < ry; y++)
+        for (int x = 0; x < rx; x++) {
+          double a = r.image[((size_t)s * r.geom.ny + (size_t)(y + y0)) *
+                                 (size_t)r.rnx +
+                             (size_t)(x + x0)];
+          double b = ref[((size_t)s * ry + y) * (size_t)rx + x];
+          err2 += (a - b) * (a - b);
+          ref2 += b * b;
+          if (b > peak)
+            peak = b;
+          n++;
+        }
+  }
+  free(r.image);
+  printf("compare: clara rss (ortho, zero-filled) vs reconstruction_rss, "
+         "%zu pixels\n",
+         n);
+  printf("nmse %.6g\n", ref2 > 0 ? err2 / ref2 : (err2 > 0 ? INFINITY : 0));
+  if (err2 > 0 && n > 0)
+    printf("psnr %.6g dB\n", 10 * log10(peak * peak / (err2 / (double)n)));
+  else
+    printf("psnr inf dB\n");
+  return 0;
+}
+
+static int mr_info(const clara_mr_file *file, const char *path) {
+  int count = clara_mr_file_count(file), samples = 0;
+  const float *noise = NULL;
+  clara_status st;
+
+  printf("%s\n", path);
+  printf("MR raw data: %s, %d dataset%s\n", clara_mr_file_format(file), count,
+         count == 1 ? "" : "s");
+  for (int i = 0; i < count; i++) {
+    clara_mr_geometry g;
+    st = clara_mr_file_geometry(file, i, &g);
+    if (st != CLARA_OK)
+      return lib_error(st, "reading dataset %d of %s", i, path);
+    printf("dataset %d: %d coil%s, encoded %d x %d x %d (x y z), recon x "
+           "%d, %d slice%s\n",
+           i, g.coils, g.coils == 1 ? "" : "s", g.nx, g.ny, g.nz,
+           g.recon_nx > 0 ? g.recon_nx : g.nx, g.slices,
+           g.slices == 1 ? "" : "s");
+    printf("  sampled     ky %d..%d, kx %d..%d%s\n", g.ky_first, g.ky_last,
+           g.kx_first, g.kx_last,
+           g.ky_first > 0 || g.ky_last < g.ny - 1 || g.kx_first > 0 ||
+                   g.kx_last < g.nx - 1
+               ? " (partial)"
+               : "");
+  }
+  st = clara_mr_file_noise(file, &samples, &noise);
+  if (st != CLARA_OK)
+    return lib_error(st, "reading the noise scans of %s", path);
+  if (samples > 0)
+    printf("noise scans: %d samples per coil\n", samples);
+  else
+    printf("noise scans: none\n");
+  fflush(stdout);
+  return mr_compare_reference(file, path);
+}
+
+/* ------------------------------------------------------------------------ */
 /* clara-recon info                                                          */
 /* ------------------------------------------------------------------------ */
 
 static void info_help(FILE *f) {
   fputs("Usage: " PROG " info FILE.h5 [--compare TRUTH.h5]\n"
-        "Describes a CT input file (/ct and /truth) or an image file "
-        "(/image).\n"
+        "Describes a CT input file (/ct and /truth), an image file "
+        "(/image) or MR raw\n"
+        "data (ISMRMRD or fastMRI: datasets, geometry, noise scans; for a "
+        "fastMRI file\n"
+        "with reconstruction_rss, 'nmse' and 'psnr' of an RSS + ortho "
+        "reconstruction\n"
+        "of dataset 0, centre-cropped, against it).\n"
         "\n"
         "      --compare TRUTH.h5  compare FILE's /image with TRUTH's /truth "
         "(or its\n"
@@ -1136,6 +1812,19 @@ static int cmd_info(int argc, char **argv) {
     return usage_error("unexpected argument '%s'", argv[optind + 1]);
   path = argv[optind];
 
+  {
+    clara_mr_file *mr = NULL;
+    if (clara_mr_file_open(path, &mr) == CLARA_OK) {
+      if (compare) {
+        clara_mr_file_close(mr);
+        return fail_msg("cannot compare: %s is MR raw data, not an image",
+                        path);
+      }
+      rc = mr_info(mr, path);
+      clara_mr_file_close(mr);
+      return rc;
+    }
+  }
   status[0] = clara_ct_file_read(path, &geom, &angles, &proj);
   if (status[0] != CLARA_OK && status[0] != CLARA_ERR_FORMAT)
     return lib_error(status[0], "reading %s", path); /* not HDF5, ... */
@@ -1370,10 +2059,12 @@ static void main_help(FILE *f) {
         "\n"
         "Commands:\n"
         "  phantom ct  write a simulated CT scan of the Shepp-Logan phantom\n"
+        "  phantom mr  write simulated multi-coil MR k-space (ISMRMRD)\n"
         "  ct          reconstruct a CT input file (filtered "
         "back-projection)\n"
-        "  info        describe a CT input or image file, or compare with a "
-        "truth\n"
+        "  mr          reconstruct MR k-space (ISMRMRD or fastMRI)\n"
+        "  info        describe a CT input, image or MR raw-data file, or "
+        "compare\n"
         "  demo        simulate, reconstruct and score a 2D scan\n"
         "\n"
         "  -h, --help     this help ('" PROG " COMMAND --help' for a "
@@ -1393,6 +2084,7 @@ typedef struct command {
 static const command commands[] = {
     {"phantom", cmd_phantom, phantom_help},
     {"ct", cmd_ct, ct_help},
+    {"mr", cmd_mr, mr_help},
     {"info", cmd_info, info_help},
     {"demo", cmd_demo, demo_help},
 };
