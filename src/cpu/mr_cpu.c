@@ -201,9 +201,11 @@ clara_status clara_cpu_mr_create(const clara_context *ctx,
   buf = fftwf_malloc(sizeof(fftwf_complex) * m->nvox);
   if (!buf)
     goto oom;
-  m->inv = fftwf_plan_dft(rank, dims, buf, buf, FFTW_BACKWARD, FFTW_ESTIMATE);
+  /* FFTW_MEASURE: a plan is made once per protocol, and the measured plan
+   * is about 3.6x faster than FFTW_ESTIMATE's for 256 x 256 (bart_mr.py) */
+  m->inv = fftwf_plan_dft(rank, dims, buf, buf, FFTW_BACKWARD, FFTW_MEASURE);
   if (m->pf == CLARA_MR_PF_POCS)
-    m->fwd = fftwf_plan_dft(rank, dims, buf, buf, FFTW_FORWARD, FFTW_ESTIMATE);
+    m->fwd = fftwf_plan_dft(rank, dims, buf, buf, FFTW_FORWARD, FFTW_MEASURE);
   fftwf_free(buf);
   if (!m->inv || (m->pf == CLARA_MR_PF_POCS && !m->fwd)) {
     st = clara_fail(CLARA_ERR_UNSUPPORTED,
