@@ -835,14 +835,19 @@ static clara_status dev_alloc(void **ptr, size_t n, const char *what) {
   return cuda_status(e, buf);
 }
 
-/* Allocates and fills a device copy of n bytes of host data. */
+/* Allocates a device copy of n bytes of host data and queues the upload on
+ * 'st', the stream whose kernels read it. (A plain cudaMemcpy from pageable
+ * memory may return before its DMA has landed, and it is ordered only with
+ * the legacy stream and blocking streams, not with the plan's non-blocking
+ * ones.) */
 static clara_status dev_copy(void **ptr, const void *src, size_t n,
-                             const char *what) {
-  clara_status st = dev_alloc(ptr, n, what);
-  if (st != CLARA_OK || n == 0)
-    return st;
-  return cuda_status(cudaMemcpy(*ptr, src, n, cudaMemcpyHostToDevice),
-                     "clara_fbp_plan_create: cudaMemcpy (plan tables)");
+                             cudaStream_t st, const char *what) {
+  clara_status s = dev_alloc(ptr, n, what);
+  if (s != CLARA_OK || n == 0)
+    return s;
+  return cuda_status(
+      cudaMemcpyAsync(*ptr, src, n, cudaMemcpyHostToDevice, st),
+      "clara_fbp_plan_create: cudaMemcpyAsync (plan tables)");
 }
 
 #define PLAN_CK(call, what)                                                    \
@@ -954,17 +959,19 @@ clara_status cuda_fbp_create(const clara_context *ctx, const clara_fbp_setup *s,
   PLAN_CK(cudaEventCreate(&p->y_a), "cudaEventCreate");
   PLAN_CK(cudaEventCreate(&p->y_b), "cudaEventCreate");
 
-  /* Plan tables on the device. */
+  /* Plan tables on the device, uploaded on the compute stream that reads
+   * them (it is synchronised before the plan is returned). */
   PLAN_ST(dev_copy((void **)&p->d_filter, s->filter, nspec * sizeof(float),
-                   "filter"));
+                   p->s_comp, "filter"));
   PLAN_ST(dev_copy((void **)&p->d_vw, s->view_weight,
-                   (size_t)s->views * cols * sizeof(float), "view weights"));
+                   (size_t)s->views * cols * sizeof(float), p->s_comp,
+                   "view weights"));
   if (s->det_weight)
     PLAN_ST(dev_copy((void **)&p->d_dw, s->det_weight,
-                     (size_t)s->rows * cols * sizeof(float),
+                     (size_t)s->rows * cols * sizeof(float), p->s_comp,
                      "detector weights"));
   PLAN_ST(dev_copy((void **)&p->d_mask, mask, (size_t)s->vol.ny * sizeof(int2),
-                   "field-of-view mask"));
+                   p->s_comp, "field-of-view mask"));
 
   /* Work buffers. */
   PLAN_ST(dev_alloc((void **)&p->d_vol,
@@ -1046,13 +1053,15 @@ clara_status cuda_fbp_create(const clara_context *ctx, const clara_fbp_setup *s,
                            p->stage_floats * sizeof(float)),
             "cudaMallocHost (staging)");
 
+  PLAN_CK(cudaStreamSynchronize(p->s_comp), "cudaStreamSynchronize (plan "
+                                            "tables)");
   free(mask);
   *state = p;
   return CLARA_OK;
 
 fail:
+  cuda_fbp_destroy(p); /* drains the streams before 'mask' goes */
   free(mask);
-  cuda_fbp_destroy(p);
   return st;
 }
 
