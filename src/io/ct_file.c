@@ -4,7 +4,7 @@
  * library that includes hdf5.h.
  *
  * Rules kept throughout:
- * - Every HDF5 call runs under the library's one HDF5 lock (h5lock.h): an HDF5
+ * - Every HDF5 call runs under the library's one HDF5 lock (h5util.h): an HDF5
  *   built without thread safety must never be entered from two threads.
  *   Each public function validates its arguments, locks, calls a *_locked
  *   worker that has a single exit, and unlocks.
@@ -20,7 +20,10 @@
 #define _POSIX_C_SOURCE 200809L /* pread, fsync, clock_gettime */
 #endif
 
-#include "h5lock.h"
+#include "h5util.h"
+
+#define file_fail clara_h5_file_fail
+#define h5_close clara_h5_close
 #include "internal.h"
 
 #include <hdf5.h>
@@ -47,91 +50,8 @@
 #define MAX_STRING_ATTR 4096
 
 /* ------------------------------------------------------------------------ */
-/* Locking and HDF5 error handling                                           */
+/* Object kinds, for messages                                                */
 /* ------------------------------------------------------------------------ */
-
-typedef struct detail_buf {
-  char *text;
-  size_t len;
-} detail_buf;
-
-static herr_t detail_walk(unsigned n, const H5E_error2_t *err, void *data) {
-  detail_buf *d = data;
-  if (n == 0 && err && err->desc && err->desc[0])
-    snprintf(d->text, d->len, " (HDF5: %s)", err->desc);
-  return 0;
-}
-
-/* The innermost message of HDF5's error stack as " (HDF5: ...)", or "".
- * Call it right after the failing HDF5 call: every API call clears the
- * stack. */
-static const char *h5_detail(char *text, size_t len) {
-  detail_buf d;
-  d.text = text;
-  d.len = len;
-  text[0] = '\0';
-  (void)H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, detail_walk, &d);
-  (void)H5Eclear2(H5E_DEFAULT);
-  return text;
-}
-
-/* clara_fail with the message "fn: path: <formatted>". */
-static clara_status file_fail(clara_status status, const char *fn,
-                              const char *path, const char *fmt, ...)
-    CLARA_PRINTF(4, 5);
-
-static clara_status file_fail(clara_status status, const char *fn,
-                              const char *path, const char *fmt, ...) {
-  char text[768];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(text, sizeof text, fmt, ap);
-  va_end(ap);
-  return clara_fail(status, "%s: %s: %s", fn, path, text);
-}
-
-/* Closes *id with 'closer' if it is open and marks it closed. A failing
- * close is an IO error unless an earlier failure is already recorded. */
-static void h5_close(herr_t (*closer)(hid_t), hid_t *id, clara_status *status,
-                     const char *fn, const char *path) {
-  char detail[256];
-  if (*id < 0)
-    return;
-  if (closer(*id) < 0 && *status == CLARA_OK)
-    *status =
-        file_fail(CLARA_ERR_IO, fn, path, "closing an HDF5 object failed%s",
-                  h5_detail(detail, sizeof detail));
-  *id = H5I_INVALID_HID;
-}
-
-static const char *class_name(H5T_class_t c) {
-  switch (c) {
-  case H5T_INTEGER:
-    return "integer";
-  case H5T_FLOAT:
-    return "float";
-  case H5T_TIME:
-    return "time";
-  case H5T_STRING:
-    return "string";
-  case H5T_BITFIELD:
-    return "bitfield";
-  case H5T_OPAQUE:
-    return "opaque";
-  case H5T_COMPOUND:
-    return "compound";
-  case H5T_REFERENCE:
-    return "reference";
-  case H5T_ENUM:
-    return "enum";
-  case H5T_VLEN:
-    return "variable-length";
-  case H5T_ARRAY:
-    return "array";
-  default:
-    return "unknown";
-  }
-}
 
 static const char *id_type_name(H5I_type_t t) {
   switch (t) {
@@ -201,20 +121,20 @@ static clara_status open_for_read(const char *fn, const char *path,
   if (fapl < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "cannot create a file access property list%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
     status =
         file_fail(CLARA_ERR_IO, fn, path, "cannot set the file close degree%s",
-                  h5_detail(detail, sizeof detail));
+                  clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   if (fid < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "cannot open as HDF5: truncated or damaged file%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   *out = fid;
@@ -261,14 +181,14 @@ static clara_status open_object(const char *fn, const char *path, hid_t fid,
   int e = object_exists(fid, name);
   if (e < 0)
     return file_fail(CLARA_ERR_IO, fn, path, "%s: cannot look it up%s", name,
-                     h5_detail(detail, sizeof detail));
+                     clara_h5_detail(detail, sizeof detail));
   if (e == 0)
     return file_fail(CLARA_ERR_FORMAT, fn, path, "%s: missing (expected %s)",
                      name, expected);
   obj = H5Oopen(fid, name, H5P_DEFAULT);
   if (obj < 0)
     return file_fail(CLARA_ERR_IO, fn, path, "%s: cannot open%s", name,
-                     h5_detail(detail, sizeof detail));
+                     clara_h5_detail(detail, sizeof detail));
   t = H5Iget_type(obj);
   if (t != want) {
     clara_status status =
@@ -300,33 +220,33 @@ static clara_status check_float_dataset(const char *fn, const char *path,
   type = H5Dget_type(dset);
   if (type < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its datatype%s",
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   cls = H5Tget_class(type);
   if (cls == H5T_NO_CLASS) {
     status =
         file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its type class%s",
-                  name, h5_detail(detail, sizeof detail));
+                  name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (cls != H5T_FLOAT) {
     status = file_fail(CLARA_ERR_FORMAT, fn, path,
                        "%s: float data expected (float32 %s), found type "
                        "class %s",
-                       name, shape, class_name(cls));
+                       name, shape, clara_h5_class_name(cls));
     goto done;
   }
   space = H5Dget_space(dset);
   if (space < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its dataspace%s",
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   scls = H5Sget_simple_extent_type(space);
   if (scls == H5S_NO_CLASS) {
     status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its extent%s",
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (scls == H5S_NULL) {
@@ -339,7 +259,7 @@ static clara_status check_float_dataset(const char *fn, const char *path,
   nd = H5Sget_simple_extent_ndims(space);
   if (nd < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its rank%s",
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (nd != rank) {
@@ -350,7 +270,7 @@ static clara_status check_float_dataset(const char *fn, const char *path,
   }
   if (H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot get its shape%s",
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   for (int i = 0; i < rank; i++) {
@@ -390,7 +310,7 @@ static clara_status read_float_data(const char *fn, const char *path,
   if (H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
     clara_aligned_free(buf);
     return file_fail(CLARA_ERR_IO, fn, path, "%s: reading %zu values failed%s",
-                     name, count, h5_detail(detail, sizeof detail));
+                     name, count, clara_h5_detail(detail, sizeof detail));
   }
   *out = buf;
   return CLARA_OK;
@@ -408,7 +328,7 @@ static clara_status open_attr(const char *fn, const char *path, hid_t obj,
   if (e < 0)
     return file_fail(CLARA_ERR_IO, fn, path,
                      "%s: cannot look up attribute %s%s", objname, attr,
-                     h5_detail(detail, sizeof detail));
+                     clara_h5_detail(detail, sizeof detail));
   if (e == 0)
     return required ? file_fail(CLARA_ERR_FORMAT, fn, path,
                                 "%s: attribute %s missing (expected %s)",
@@ -417,7 +337,7 @@ static clara_status open_attr(const char *fn, const char *path, hid_t obj,
   *out = H5Aopen(obj, attr, H5P_DEFAULT);
   if (*out < 0)
     return file_fail(CLARA_ERR_IO, fn, path, "%s: cannot open attribute %s%s",
-                     objname, attr, h5_detail(detail, sizeof detail));
+                     objname, attr, clara_h5_detail(detail, sizeof detail));
   return CLARA_OK;
 }
 
@@ -438,32 +358,32 @@ static clara_status check_attr(const char *fn, const char *path, hid_t attr,
   if (type < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: attribute %s: cannot get its datatype%s", objname,
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   cls = H5Tget_class(type);
   if (cls == H5T_NO_CLASS) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: attribute %s: cannot get its type class%s", objname,
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (cls != want) {
-    status =
-        file_fail(CLARA_ERR_FORMAT, fn, path,
-                  "%s: attribute %s: %s expected (%s), found type class "
-                  "%s%s",
-                  objname, name, class_name(want), expected, class_name(cls),
-                  want == H5T_FLOAT && cls == H5T_INTEGER
-                      ? " (store it as a float: 500.0, not 500)"
-                      : "");
+    status = file_fail(CLARA_ERR_FORMAT, fn, path,
+                       "%s: attribute %s: %s expected (%s), found type class "
+                       "%s%s",
+                       objname, name, clara_h5_class_name(want), expected,
+                       clara_h5_class_name(cls),
+                       want == H5T_FLOAT && cls == H5T_INTEGER
+                           ? " (store it as a float: 500.0, not 500)"
+                           : "");
     goto done;
   }
   space = H5Aget_space(attr);
   if (space < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: attribute %s: cannot get its dataspace%s", objname,
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   nd = H5Sget_simple_extent_ndims(space);
@@ -471,7 +391,7 @@ static clara_status check_attr(const char *fn, const char *path, hid_t attr,
   if (nd < 0 || npoints < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: attribute %s: cannot get its shape%s", objname,
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (nd > 1) {
@@ -520,7 +440,7 @@ static clara_status read_double_attr(const char *fn, const char *path,
   if (H5Aread(attr, H5T_NATIVE_DOUBLE, values) < 0) {
     status =
         file_fail(CLARA_ERR_IO, fn, path, "%s: attribute %s: reading failed%s",
-                  objname, name, h5_detail(detail, sizeof detail));
+                  objname, name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   memcpy(out, values, (size_t)n * sizeof *out);
@@ -561,7 +481,7 @@ static clara_status read_string_attr(const char *fn, const char *path,
   if (cset < 0 || vl < 0 || mem < 0 || H5Tset_cset(mem, cset) < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: attribute %s: cannot set up the string type%s",
-                       objname, name, h5_detail(detail, sizeof detail));
+                       objname, name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (vl > 0) {
@@ -569,7 +489,7 @@ static clara_status read_string_attr(const char *fn, const char *path,
     if (H5Tset_size(mem, H5T_VARIABLE) < 0 || H5Aread(attr, mem, &vs) < 0) {
       status = file_fail(CLARA_ERR_IO, fn, path,
                          "%s: attribute %s: reading failed%s", objname, name,
-                         h5_detail(detail, sizeof detail));
+                         clara_h5_detail(detail, sizeof detail));
       goto done;
     }
     size_t len = vs ? strlen(vs) : 0;
@@ -582,7 +502,7 @@ static clara_status read_string_attr(const char *fn, const char *path,
     if (vs && H5free_memory(vs) < 0 && text) {
       status = file_fail(CLARA_ERR_IO, fn, path,
                          "%s: attribute %s: cannot free HDF5's copy%s", objname,
-                         name, h5_detail(detail, sizeof detail));
+                         name, clara_h5_detail(detail, sizeof detail));
       goto done;
     }
   } else {
@@ -590,7 +510,7 @@ static clara_status read_string_attr(const char *fn, const char *path,
     if (size == 0) {
       status = file_fail(CLARA_ERR_IO, fn, path,
                          "%s: attribute %s: cannot get the string size%s",
-                         objname, name, h5_detail(detail, sizeof detail));
+                         objname, name, clara_h5_detail(detail, sizeof detail));
       goto done;
     }
     if (size > MAX_STRING_ATTR) {
@@ -607,7 +527,7 @@ static clara_status read_string_attr(const char *fn, const char *path,
           H5Aread(attr, mem, text) < 0) {
         status = file_fail(CLARA_ERR_IO, fn, path,
                            "%s: attribute %s: reading failed%s", objname, name,
-                           h5_detail(detail, sizeof detail));
+                           clara_h5_detail(detail, sizeof detail));
         goto done;
       }
       text[size] = '\0';
@@ -718,13 +638,13 @@ static clara_status create_h5(const char *fn, const char *path, const char *tmp,
   if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "cannot set up a file access property list%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   *out = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   if (*out < 0)
     status = file_fail(CLARA_ERR_IO, fn, path, "cannot create HDF5 file %s%s",
-                       tmp, h5_detail(detail, sizeof detail));
+                       tmp, clara_h5_detail(detail, sizeof detail));
 done:
   h5_close(H5Pclose, &fapl, &status, fn, path);
   return status;
@@ -744,20 +664,20 @@ static clara_status write_double_attr(const char *fn, const char *path,
   if (space < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: attribute %s: cannot create its dataspace%s",
-                       objname, name, h5_detail(detail, sizeof detail));
+                       objname, name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   attr = H5Acreate2(obj, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT);
   if (attr < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: attribute %s: cannot create it%s", objname, name,
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (H5Awrite(attr, H5T_NATIVE_DOUBLE, values) < 0)
     status =
         file_fail(CLARA_ERR_IO, fn, path, "%s: attribute %s: writing failed%s",
-                  objname, name, h5_detail(detail, sizeof detail));
+                  objname, name, clara_h5_detail(detail, sizeof detail));
 done:
   h5_close(H5Aclose, &attr, &status, fn, path);
   h5_close(H5Sclose, &space, &status, fn, path);
@@ -779,27 +699,27 @@ static clara_status write_string_attr(const char *fn, const char *path,
       H5Tset_cset(type, H5T_CSET_UTF8) < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: attribute %s: cannot set up the string type%s",
-                       objname, name, h5_detail(detail, sizeof detail));
+                       objname, name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   space = H5Screate(H5S_SCALAR);
   if (space < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: attribute %s: cannot create its dataspace%s",
-                       objname, name, h5_detail(detail, sizeof detail));
+                       objname, name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
   if (attr < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: attribute %s: cannot create it%s", objname, name,
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (H5Awrite(attr, type, &value) < 0)
     status =
         file_fail(CLARA_ERR_IO, fn, path, "%s: attribute %s: writing failed%s",
-                  objname, name, h5_detail(detail, sizeof detail));
+                  objname, name, clara_h5_detail(detail, sizeof detail));
 done:
   h5_close(H5Aclose, &attr, &status, fn, path);
   h5_close(H5Sclose, &space, &status, fn, path);
@@ -822,7 +742,7 @@ static clara_status write_float_dataset(const char *fn, const char *path,
   if (space < 0) {
     status =
         file_fail(CLARA_ERR_IO, fn, path, "%s: cannot create its dataspace%s",
-                  name, h5_detail(detail, sizeof detail));
+                  name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   /* Plain contiguous storage; no fill pass, since all of it is written. */
@@ -831,20 +751,20 @@ static clara_status write_float_dataset(const char *fn, const char *path,
       H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path,
                        "%s: cannot set up its creation property list%s", name,
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   dset = H5Dcreate2(fid, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl,
                     H5P_DEFAULT);
   if (dset < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path, "%s: cannot create it%s", name,
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) <
       0) {
     status = file_fail(CLARA_ERR_IO, fn, path, "%s: writing failed%s", name,
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   *out = dset;
@@ -1086,7 +1006,7 @@ static clara_status ct_write_locked(const char *path,
   grp = H5Gcreate2(fid, "/ct", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   if (grp < 0) {
     status = file_fail(CLARA_ERR_IO, fn, path, "/ct: cannot create it%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   status = write_string_attr(fn, path, grp, "/ct", "geometry",

@@ -7,7 +7,7 @@
  * several threads at once.
  *
  * Rules kept throughout (the same as src/io/ct_file.c):
- * - Every HDF5 call runs under the library's one HDF5 mutex (h5lock.h),
+ * - Every HDF5 call runs under the library's one HDF5 mutex (h5util.h),
  *   which this file defines. clara_mr_file_open validates its arguments,
  *   locks, calls a *_locked worker and unlocks.
  * - Nothing is printed: HDF5's automatic error printing is off, libxml2
@@ -25,7 +25,7 @@
 #define _POSIX_C_SOURCE 200809L /* pread */
 #endif
 
-#include "h5lock.h"
+#include "h5util.h"
 #include "internal.h"
 
 #include <hdf5.h>
@@ -150,86 +150,13 @@ typedef struct acq_rec {
 /* HDF5 helpers (the same rules as ct_file.c)                                */
 /* ------------------------------------------------------------------------ */
 
-typedef struct detail_buf {
-  char *text;
-  size_t len;
-} detail_buf;
-
-static herr_t detail_walk(unsigned n, const H5E_error2_t *err, void *data) {
-  detail_buf *d = data;
-  if (n == 0 && err && err->desc && err->desc[0])
-    snprintf(d->text, d->len, " (HDF5: %s)", err->desc);
-  return 0;
-}
-
-/* The innermost message of HDF5's error stack as " (HDF5: ...)", or "". */
-static const char *h5_detail(char *text, size_t len) {
-  detail_buf d;
-  d.text = text;
-  d.len = len;
-  text[0] = '\0';
-  (void)H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, detail_walk, &d);
-  (void)H5Eclear2(H5E_DEFAULT);
-  return text;
-}
-
 static const char fn_open[] = "clara_mr_file_open";
 
-/* clara_fail with the message "clara_mr_file_open: path: <formatted>". */
-static clara_status file_fail(clara_status status, const char *path,
-                              const char *fmt, ...) CLARA_PRINTF(3, 4);
-
-static clara_status file_fail(clara_status status, const char *path,
-                              const char *fmt, ...) {
-  char text[768];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(text, sizeof text, fmt, ap);
-  va_end(ap);
-  return clara_fail(status, "%s: %s: %s", fn_open, path, text);
-}
-
-/* Closes *id with 'closer' if it is open and marks it closed. A failing
- * close is an IO error unless an earlier failure is already recorded. */
-static void h5_close(herr_t (*closer)(hid_t), hid_t *id, clara_status *status,
-                     const char *path) {
-  char detail[256];
-  if (*id < 0)
-    return;
-  if (closer(*id) < 0 && *status == CLARA_OK)
-    *status = file_fail(CLARA_ERR_IO, path, "closing an HDF5 object failed%s",
-                        h5_detail(detail, sizeof detail));
-  *id = H5I_INVALID_HID;
-}
-
-static const char *class_name(H5T_class_t c) {
-  switch (c) {
-  case H5T_INTEGER:
-    return "integer";
-  case H5T_FLOAT:
-    return "float";
-  case H5T_TIME:
-    return "time";
-  case H5T_STRING:
-    return "string";
-  case H5T_BITFIELD:
-    return "bitfield";
-  case H5T_OPAQUE:
-    return "opaque";
-  case H5T_COMPOUND:
-    return "compound";
-  case H5T_REFERENCE:
-    return "reference";
-  case H5T_ENUM:
-    return "enum";
-  case H5T_VLEN:
-    return "variable-length";
-  case H5T_ARRAY:
-    return "array";
-  default:
-    return "unknown";
-  }
-}
+/* Messages read "clara_mr_file_open: path: ..."; the helpers are h5util's. */
+#define file_fail(status, path, ...)                                           \
+  clara_h5_file_fail((status), fn_open, (path), __VA_ARGS__)
+#define h5_close(closer, id, status, path)                                     \
+  clara_h5_close((closer), (id), (status), fn_open, (path))
 
 static const char *id_type_name(H5I_type_t t) {
   switch (t) {
@@ -292,19 +219,19 @@ static clara_status open_for_read(const char *path, hid_t *out) {
   if (fapl < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "cannot create a file access property list%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
     status = file_fail(CLARA_ERR_IO, path, "cannot set the file close degree%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   if (fid < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "cannot open as HDF5: truncated or damaged file%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   *out = fid;
@@ -350,14 +277,14 @@ static clara_status open_dataset(const char *path, hid_t fid, const char *name,
   int e = object_exists(fid, name);
   if (e < 0)
     return file_fail(CLARA_ERR_IO, path, "%s: cannot look it up%s", name,
-                     h5_detail(detail, sizeof detail));
+                     clara_h5_detail(detail, sizeof detail));
   if (e == 0)
     return file_fail(CLARA_ERR_FORMAT, path, "%s: missing (expected %s)", name,
                      expected);
   obj = H5Oopen(fid, name, H5P_DEFAULT);
   if (obj < 0)
     return file_fail(CLARA_ERR_IO, path, "%s: cannot open%s", name,
-                     h5_detail(detail, sizeof detail));
+                     clara_h5_detail(detail, sizeof detail));
   t = H5Iget_type(obj);
   if (t != H5I_DATASET) {
     clara_status status =
@@ -384,13 +311,13 @@ static clara_status dataset_shape(const char *path, const char *name,
   space = H5Dget_space(dset);
   if (space < 0) {
     status = file_fail(CLARA_ERR_IO, path, "%s: cannot get its dataspace%s",
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   scls = H5Sget_simple_extent_type(space);
   if (scls == H5S_NO_CLASS) {
     status = file_fail(CLARA_ERR_IO, path, "%s: cannot get its extent%s", name,
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (scls == H5S_NULL) {
@@ -402,7 +329,7 @@ static clara_status dataset_shape(const char *path, const char *name,
   nd = H5Sget_simple_extent_ndims(space);
   if (nd < 0) {
     status = file_fail(CLARA_ERR_IO, path, "%s: cannot get its rank%s", name,
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (nd > 4) {
@@ -412,7 +339,7 @@ static clara_status dataset_shape(const char *path, const char *name,
   }
   if (nd > 0 && H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
     status = file_fail(CLARA_ERR_IO, path, "%s: cannot get its shape%s", name,
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   for (int i = 0; i < nd; i++)
@@ -449,20 +376,20 @@ static clara_status read_string_dataset(const char *path, hid_t dset,
   type = H5Dget_type(dset);
   if (type < 0) {
     status = file_fail(CLARA_ERR_IO, path, "%s: cannot get its datatype%s",
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   cls = H5Tget_class(type);
   if (cls == H5T_NO_CLASS) {
     status = file_fail(CLARA_ERR_IO, path, "%s: cannot get its type class%s",
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (cls != H5T_STRING) {
     status = file_fail(CLARA_ERR_FORMAT, path,
                        "%s: a string (the XML header) expected, found type "
                        "class %s",
-                       name, class_name(cls));
+                       name, clara_h5_class_name(cls));
     goto done;
   }
   status = dataset_shape(path, name, dset, "one string", &rank, dims);
@@ -482,7 +409,7 @@ static clara_status read_string_dataset(const char *path, hid_t dset,
   if (cset < 0 || vl < 0 || mem < 0 || H5Tset_cset(mem, cset) < 0) {
     status =
         file_fail(CLARA_ERR_IO, path, "%s: cannot set up the string type%s",
-                  name, h5_detail(detail, sizeof detail));
+                  name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (vl > 0) {
@@ -490,7 +417,7 @@ static clara_status read_string_dataset(const char *path, hid_t dset,
     if (H5Tset_size(mem, H5T_VARIABLE) < 0 ||
         H5Dread(dset, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, &vs) < 0) {
       status = file_fail(CLARA_ERR_IO, path, "%s: reading failed%s", name,
-                         h5_detail(detail, sizeof detail));
+                         clara_h5_detail(detail, sizeof detail));
       goto done;
     }
     len = vs ? strlen(vs) : 0;
@@ -504,7 +431,7 @@ static clara_status read_string_dataset(const char *path, hid_t dset,
     }
     if (vs && H5free_memory(vs) < 0) {
       status = file_fail(CLARA_ERR_IO, path, "%s: cannot free HDF5's copy%s",
-                         name, h5_detail(detail, sizeof detail));
+                         name, clara_h5_detail(detail, sizeof detail));
       goto done;
     }
     if (len > MAX_XML_BYTES) {
@@ -518,7 +445,7 @@ static clara_status read_string_dataset(const char *path, hid_t dset,
     size_t size = H5Tget_size(type);
     if (size == 0) {
       status = file_fail(CLARA_ERR_IO, path, "%s: cannot get the string size%s",
-                         name, h5_detail(detail, sizeof detail));
+                         name, clara_h5_detail(detail, sizeof detail));
       goto done;
     }
     if (size > MAX_XML_BYTES) {
@@ -534,7 +461,7 @@ static clara_status read_string_dataset(const char *path, hid_t dset,
           H5Tset_strpad(mem, H5T_STR_NULLTERM) < 0 ||
           H5Dread(dset, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) < 0) {
         status = file_fail(CLARA_ERR_IO, path, "%s: reading failed%s", name,
-                           h5_detail(detail, sizeof detail));
+                           clara_h5_detail(detail, sizeof detail));
         goto done;
       }
       text[size] = '\0';
@@ -977,18 +904,18 @@ static clara_status check_member(const char *path, hid_t type,
   if (cls == H5T_NO_CLASS)
     return file_fail(CLARA_ERR_IO, path,
                      "/dataset/data: member %s%s: cannot get its class%s",
-                     prefix, name, h5_detail(detail, sizeof detail));
+                     prefix, name, clara_h5_detail(detail, sizeof detail));
   if (want != H5T_NO_CLASS && cls != want)
     return file_fail(CLARA_ERR_FORMAT, path,
                      "/dataset/data: member %s%s: %s expected, found type "
                      "class %s",
-                     prefix, name, expected, class_name(cls));
+                     prefix, name, expected, clara_h5_class_name(cls));
   if (sub) {
     *sub = H5Tget_member_type(type, (unsigned)idx);
     if (*sub < 0)
       return file_fail(CLARA_ERR_IO, path,
                        "/dataset/data: member %s%s: cannot get its type%s",
-                       prefix, name, h5_detail(detail, sizeof detail));
+                       prefix, name, clara_h5_detail(detail, sizeof detail));
   }
   return CLARA_OK;
 }
@@ -1017,14 +944,14 @@ static clara_status check_acq_type(const char *path, hid_t ftype) {
   if (cls == H5T_NO_CLASS) {
     status = file_fail(CLARA_ERR_IO, path,
                        "/dataset/data: cannot get its type class%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (cls != H5T_COMPOUND) {
     status = file_fail(CLARA_ERR_FORMAT, path,
                        "/dataset/data: a compound of head, traj and data "
                        "expected (ISMRMRD acquisitions), found type class %s",
-                       class_name(cls));
+                       clara_h5_class_name(cls));
     goto done;
   }
   status = check_member(path, ftype, "", "head", H5T_COMPOUND,
@@ -1056,7 +983,7 @@ static clara_status check_acq_type(const char *path, hid_t ftype) {
     status = file_fail(CLARA_ERR_IO, path,
                        "/dataset/data: member data: cannot get its base "
                        "type%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   cls = H5Tget_class(base);
@@ -1064,7 +991,7 @@ static clara_status check_acq_type(const char *path, hid_t ftype) {
     status = file_fail(CLARA_ERR_FORMAT, path,
                        "/dataset/data: member data: variable-length float32 "
                        "expected, found variable-length %s",
-                       class_name(cls));
+                       clara_h5_class_name(cls));
     goto done;
   }
 done:
@@ -1116,7 +1043,7 @@ check:
   if (bad) {
     status = file_fail(CLARA_ERR_IO, path,
                        "cannot build the acquisition memory type%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   *out = rec;
@@ -1618,7 +1545,7 @@ static clara_status read_ismrmrd(const char *path, hid_t fid,
   if (ftype < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "/dataset/data: cannot get its datatype%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   status = check_acq_type(path, ftype);
@@ -1643,7 +1570,7 @@ static clara_status read_ismrmrd(const char *path, hid_t fid,
   if (space < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "/dataset/data: cannot get its dataspace%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   acq = calloc(n, sizeof *acq); /* zeroed: safe to reclaim after a failure */
@@ -1658,7 +1585,7 @@ static clara_status read_ismrmrd(const char *path, hid_t fid,
   if (H5Dread(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, acq) < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "/dataset/data: reading %zu acquisitions failed%s", n,
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   status = assemble(path, h, acq, n, file);
@@ -1672,7 +1599,7 @@ done:
     if (r < 0 && status == CLARA_OK)
       status = file_fail(CLARA_ERR_IO, path,
                          "/dataset/data: freeing HDF5's copies failed%s",
-                         h5_detail(detail, sizeof detail));
+                         clara_h5_detail(detail, sizeof detail));
   }
   free(acq);
   h5_close(H5Sclose, &space, &status, path);
@@ -1699,16 +1626,16 @@ static clara_status check_complex_type(const char *path, hid_t type,
   int nm;
   if (cls == H5T_NO_CLASS)
     return file_fail(CLARA_ERR_IO, path, "/kspace: cannot get its type class%s",
-                     h5_detail(detail, sizeof detail));
+                     clara_h5_detail(detail, sizeof detail));
   if (cls != H5T_COMPOUND)
     return file_fail(CLARA_ERR_FORMAT, path,
                      "/kspace: complex64 expected (a compound of float32 r "
                      "and i, as h5py writes it), found type class %s",
-                     class_name(cls));
+                     clara_h5_class_name(cls));
   nm = H5Tget_nmembers(type);
   if (nm < 0)
     return file_fail(CLARA_ERR_IO, path, "/kspace: cannot count its members%s",
-                     h5_detail(detail, sizeof detail));
+                     clara_h5_detail(detail, sizeof detail));
   for (int k = 0; k < 2; k++) {
     int ir = H5Tget_member_index(type, names[k][0]);
     int ii = H5Tget_member_index(type, names[k][1]);
@@ -1745,7 +1672,7 @@ static clara_status fastmri_header(const char *path, hid_t fid, mr_header *h,
   *have = 0;
   if (e < 0)
     return file_fail(CLARA_ERR_IO, path, "/ismrmrd_header: cannot look it up%s",
-                     h5_detail(detail, sizeof detail));
+                     clara_h5_detail(detail, sizeof detail));
   if (e == 0)
     return CLARA_OK;
   status = open_dataset(path, fid, "/ismrmrd_header",
@@ -1777,7 +1704,7 @@ static clara_status fastmri_reference(const char *path, hid_t fid, int slices,
 
   if (e < 0)
     return file_fail(CLARA_ERR_IO, path, "%s: cannot look it up%s", name,
-                     h5_detail(detail, sizeof detail));
+                     clara_h5_detail(detail, sizeof detail));
   if (e == 0)
     return CLARA_OK;
   status =
@@ -1787,7 +1714,7 @@ static clara_status fastmri_reference(const char *path, hid_t fid, int slices,
   type = H5Dget_type(d);
   if (type < 0) {
     status = file_fail(CLARA_ERR_IO, path, "%s: cannot get its datatype%s",
-                       name, h5_detail(detail, sizeof detail));
+                       name, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   cls = H5Tget_class(type);
@@ -1795,7 +1722,7 @@ static clara_status fastmri_reference(const char *path, hid_t fid, int slices,
     status = file_fail(CLARA_ERR_FORMAT, path,
                        "%s: float32 [slices][y][x] expected, found type class "
                        "%s",
-                       name, class_name(cls));
+                       name, clara_h5_class_name(cls));
     goto done;
   }
   status = dataset_shape(path, name, d, "rank 3 [slices][y][x]", &rank, dims);
@@ -1824,7 +1751,7 @@ static clara_status fastmri_reference(const char *path, hid_t fid, int slices,
     goto done;
   if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
     status = file_fail(CLARA_ERR_IO, path, "%s: reading %zu values failed%s",
-                       name, count, h5_detail(detail, sizeof detail));
+                       name, count, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (transpose) {
@@ -1885,7 +1812,7 @@ static clara_status read_fastmri(const char *path, hid_t fid,
   ftype = H5Dget_type(dset);
   if (ftype < 0) {
     status = file_fail(CLARA_ERR_IO, path, "/kspace: cannot get its datatype%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   status = check_complex_type(path, ftype, &re, &im);
@@ -1953,7 +1880,7 @@ static clara_status read_fastmri(const char *path, hid_t fid,
       H5Tinsert(mtype, im, sizeof(float), H5T_NATIVE_FLOAT) < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "/kspace: cannot build the complex memory type%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   fspace = H5Dget_space(dset);
@@ -1964,7 +1891,7 @@ static clara_status read_fastmri(const char *path, hid_t fid,
   if (fspace < 0 || mspace < 0) {
     status =
         file_fail(CLARA_ERR_IO, path, "/kspace: cannot set up its dataspaces%s",
-                  h5_detail(detail, sizeof detail));
+                  clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   /* one slice at a time, so that the transpose needs one slice of room */
@@ -1977,7 +1904,7 @@ static clara_status read_fastmri(const char *path, hid_t fid,
                 transpose ? tmp : dst) < 0) {
       status =
           file_fail(CLARA_ERR_IO, path, "/kspace: reading slice %d failed%s", s,
-                    h5_detail(detail, sizeof detail));
+                    clara_h5_detail(detail, sizeof detail));
       goto done;
     }
     if (transpose)
@@ -2061,7 +1988,7 @@ static clara_status open_locked(const char *path, clara_mr_file *file) {
   has_kspace = has_data > 0 ? 0 : object_exists(fid, "/kspace");
   if (has_data < 0 || has_kspace < 0) {
     status = file_fail(CLARA_ERR_IO, path, "cannot look up its contents%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (has_data) {

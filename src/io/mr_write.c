@@ -9,7 +9,7 @@
  * describes what is written.
  *
  * Rules kept throughout (the same as src/io/ct_file.c):
- * - Every HDF5 call runs under the library's one HDF5 lock (h5lock.h).
+ * - Every HDF5 call runs under the library's one HDF5 lock (h5util.h).
  *   clara_mr_file_write_ismrmrd validates its arguments, builds everything
  *   that needs no HDF5, locks, calls a *_locked worker with a single exit and
  *   unlocks.
@@ -22,7 +22,7 @@
 #define _POSIX_C_SOURCE 200809L /* fsync, clock_gettime */
 #endif
 
-#include "h5lock.h"
+#include "h5util.h"
 #include "internal.h"
 
 #include <hdf5.h>
@@ -43,6 +43,13 @@
 #endif
 
 static const char fn[] = "clara_mr_file_write_ismrmrd";
+
+/* Messages read "clara_mr_file_write_ismrmrd: path: ..."; the helpers are
+ * h5util's. */
+#define file_fail(status, path, ...)                                           \
+  clara_h5_file_fail((status), fn, (path), __VA_ARGS__)
+#define h5_close(closer, id, status, path)                                     \
+  clara_h5_close((closer), (id), (status), fn, (path))
 
 /* ISMRMRD's limits: 16 x 64 channel mask bits; uint16 counters. */
 #define MAX_CHANNELS 1024
@@ -94,54 +101,6 @@ typedef struct w_acq {
 /* ------------------------------------------------------------------------ */
 /* HDF5 helpers (the same rules as ct_file.c)                                */
 /* ------------------------------------------------------------------------ */
-
-typedef struct detail_buf {
-  char *text;
-  size_t len;
-} detail_buf;
-
-static herr_t detail_walk(unsigned n, const H5E_error2_t *err, void *data) {
-  detail_buf *d = data;
-  if (n == 0 && err && err->desc && err->desc[0])
-    snprintf(d->text, d->len, " (HDF5: %s)", err->desc);
-  return 0;
-}
-
-/* The innermost message of HDF5's error stack as " (HDF5: ...)", or "". */
-static const char *h5_detail(char *text, size_t len) {
-  detail_buf d;
-  d.text = text;
-  d.len = len;
-  text[0] = '\0';
-  (void)H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, detail_walk, &d);
-  (void)H5Eclear2(H5E_DEFAULT);
-  return text;
-}
-
-/* clara_fail with the message "clara_mr_file_write_ismrmrd: path: ...". */
-static clara_status file_fail(clara_status status, const char *path,
-                              const char *fmt, ...) CLARA_PRINTF(3, 4);
-
-static clara_status file_fail(clara_status status, const char *path,
-                              const char *fmt, ...) {
-  char text[768];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(text, sizeof text, fmt, ap);
-  va_end(ap);
-  return clara_fail(status, "%s: %s: %s", fn, path, text);
-}
-
-static void h5_close(herr_t (*closer)(hid_t), hid_t *id, clara_status *status,
-                     const char *path) {
-  char detail[256];
-  if (*id < 0)
-    return;
-  if (closer(*id) < 0 && *status == CLARA_OK)
-    *status = file_fail(CLARA_ERR_IO, path, "closing an HDF5 object failed%s",
-                        h5_detail(detail, sizeof detail));
-  *id = H5I_INVALID_HID;
-}
 
 static uint64_t mix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -238,7 +197,7 @@ static clara_status make_acq_type(const char *path, hid_t *out) {
       a_u64_16 < 0 || a_f32_3 < 0 || a_i32_8 < 0 || a_f32_8 < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "cannot create the acquisition datatype%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
 #define INS(t, s, m, ty) bad |= H5Tinsert(t, #m, HOFFSET(s, m), ty) < 0
@@ -283,7 +242,7 @@ static clara_status make_acq_type(const char *path, hid_t *out) {
   if (bad) {
     status =
         file_fail(CLARA_ERR_IO, path, "cannot build the acquisition datatype%s",
-                  h5_detail(detail, sizeof detail));
+                  clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   *out = rec;
@@ -315,26 +274,26 @@ static clara_status write_xml(const char *path, hid_t grp, const char *xml) {
       H5Tset_cset(type, H5T_CSET_ASCII) < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "/dataset/xml: cannot make its string type%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   space = H5Screate_simple(1, &one, NULL);
   if (space < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "/dataset/xml: cannot create its dataspace%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   dset = H5Dcreate2(grp, "xml", type, space, H5P_DEFAULT, H5P_DEFAULT,
                     H5P_DEFAULT);
   if (dset < 0) {
     status = file_fail(CLARA_ERR_IO, path, "/dataset/xml: cannot create it%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &xml) < 0)
     status = file_fail(CLARA_ERR_IO, path, "/dataset/xml: writing failed%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
 done:
   h5_close(H5Dclose, &dset, &status, path);
   h5_close(H5Sclose, &space, &status, path);
@@ -359,19 +318,19 @@ static clara_status write_locked(const char *path, const char *xml,
   if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "cannot set up a file access property list%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   fid = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   if (fid < 0) {
     status = file_fail(CLARA_ERR_IO, path, "cannot create HDF5 file %s%s", tmp,
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   grp = H5Gcreate2(fid, "/dataset", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   if (grp < 0) {
     status = file_fail(CLARA_ERR_IO, path, "/dataset: cannot create it%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   status = write_xml(path, grp, xml);
@@ -384,20 +343,20 @@ static clara_status write_locked(const char *path, const char *xml,
   if (space < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "/dataset/data: cannot create its dataspace%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   dset = H5Dcreate2(grp, "data", type, space, H5P_DEFAULT, H5P_DEFAULT,
                     H5P_DEFAULT);
   if (dset < 0) {
     status = file_fail(CLARA_ERR_IO, path, "/dataset/data: cannot create it%s",
-                       h5_detail(detail, sizeof detail));
+                       clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   if (H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, acq) < 0) {
     status = file_fail(CLARA_ERR_IO, path,
                        "/dataset/data: writing %zu acquisitions failed%s",
-                       count, h5_detail(detail, sizeof detail));
+                       count, clara_h5_detail(detail, sizeof detail));
     goto done;
   }
   /* close before renaming: H5Fclose is what completes the file */
