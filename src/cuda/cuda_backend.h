@@ -51,4 +51,14 @@ clara_status cuda_fbp_execute_device(const clara_context *ctx,
                                      clara_fbp_timing *timing);
 void cuda_fbp_destroy(void *state);
 
+/* MRI (mr_cuda.cu). ADAPTIVE combination and HOMODYNE/POCS on asymmetric
+ * sampling are CLARA_ERR_UNSUPPORTED from cuda_mr_create, and the core then
+ * runs those plans on the CPU backend (src/mr/mr.c). */
+clara_status cuda_mr_create(const clara_context *ctx,
+                            const clara_mr_setup *setup, void **state);
+clara_status cuda_mr_execute(const clara_context *ctx,
+                             const clara_mr_setup *setup, const void *state,
+                             const float *kspace, float *image);
+void cuda_mr_destroy(void *state);
+
 #endif

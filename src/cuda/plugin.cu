@@ -148,6 +148,9 @@ clara_cuda_plugin_entry(int abi, const clara_host_api *host, char *why,
   cuda_ops.fbp_execute = cuda_fbp_execute;
   cuda_ops.fbp_execute_device = cuda_fbp_execute_device;
   cuda_ops.fbp_destroy = cuda_fbp_destroy;
+  cuda_ops.mr_create = cuda_mr_create;
+  cuda_ops.mr_execute = cuda_mr_execute;
+  cuda_ops.mr_destroy = cuda_mr_destroy;
   /* The Joseph projector runs on the CPU backend for now. */
   cuda_ops.project = host->cpu->project;
   cuda_ops.backproject = host->cpu->backproject;

@@ -436,17 +436,24 @@ CLARA_API clara_status clara_mr_plan_create(clara_context *ctx,
   s->window_y = p->window_y;
   s->window_z = p->window_z;
 
-  /* A backend without MRI entries leaves the work to the CPU backend. */
-  if (ctx->ops && ctx->ops->mr_create && ctx->ops->mr_execute) {
+  /* A backend without MRI entries, or one that answers UNSUPPORTED for
+   * these options (the CUDA backend has no adaptive combination or
+   * homodyne/POCS yet), leaves the work to the CPU backend. */
+  st = CLARA_ERR_UNSUPPORTED;
+  if (ctx->ops && ctx->ops->mr_create && ctx->ops->mr_execute &&
+      ctx->ops != &clara_cpu_ops) {
     create = ctx->ops->mr_create;
     p->execute = ctx->ops->mr_execute;
     p->destroy = ctx->ops->mr_destroy;
-  } else {
+    st = create(ctx, s, &p->state);
+  }
+  if (st == CLARA_ERR_UNSUPPORTED) {
     create = clara_cpu_ops.mr_create;
     p->execute = clara_cpu_ops.mr_execute;
     p->destroy = clara_cpu_ops.mr_destroy;
+    p->state = NULL;
+    st = create(ctx, s, &p->state);
   }
-  st = create(ctx, s, &p->state);
   if (st != CLARA_OK)
     goto fail;
   *out = p;
