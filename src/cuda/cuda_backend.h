@@ -34,6 +34,26 @@ clara_status cuda_status(cudaError_t err, const char *what);
 clara_status cufft_status(cufftResult res, const char *what);
 const char *cufft_result_name(cufftResult res);
 
+/* Restores the calling thread's current CUDA device on scope exit: the
+ * library switches to a plan's device and gives the caller's back. */
+class device_guard {
+public:
+  device_guard() : ok_(cudaGetDevice(&prev_) == cudaSuccess) {
+    if (!ok_)
+      (void)cudaGetLastError();
+  }
+  ~device_guard() {
+    if (ok_)
+      (void)cudaSetDevice(prev_);
+  }
+  device_guard(const device_guard &) = delete;
+  device_guard &operator=(const device_guard &) = delete;
+
+private:
+  int prev_ = 0;
+  bool ok_;
+};
+
 /* Makes ctx's device current on the calling thread. */
 clara_status cuda_use_device(const clara_context *ctx);
 

@@ -710,26 +710,6 @@ static void make_mask(const clara_fbp_setup *s, int2 *mask) {
 
 /* ---- The plan ------------------------------------------------------------ */
 
-/* Restores the calling thread's current CUDA device on scope exit: the
- * library switches to the plan's device and gives the caller's back. */
-class device_guard {
-public:
-  device_guard() : ok_(cudaGetDevice(&prev_) == cudaSuccess) {
-    if (!ok_)
-      (void)cudaGetLastError();
-  }
-  ~device_guard() {
-    if (ok_)
-      (void)cudaSetDevice(prev_);
-  }
-  device_guard(const device_guard &) = delete;
-  device_guard &operator=(const device_guard &) = delete;
-
-private:
-  int prev_ = 0;
-  bool ok_;
-};
-
 struct cuda_fbp {
   int device;
   pthread_mutex_t mu;

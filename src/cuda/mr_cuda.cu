@@ -185,25 +185,6 @@ static unsigned mr_blocks(size_t n) {
 
 namespace {
 
-/* Restores the calling thread's current device on scope exit. */
-class mr_device_guard {
-public:
-  mr_device_guard() : ok_(cudaGetDevice(&prev_) == cudaSuccess) {
-    if (!ok_)
-      (void)cudaGetLastError();
-  }
-  ~mr_device_guard() {
-    if (ok_)
-      (void)cudaSetDevice(prev_);
-  }
-  mr_device_guard(const mr_device_guard &) = delete;
-  mr_device_guard &operator=(const mr_device_guard &) = delete;
-
-private:
-  int prev_ = 0;
-  bool ok_;
-};
-
 struct cuda_mr {
   int device;
   pthread_mutex_t mu;
@@ -227,7 +208,7 @@ void cuda_mr_destroy(void *state) {
   cuda_mr *p = (cuda_mr *)state;
   if (!p)
     return;
-  mr_device_guard guard;
+  device_guard guard;
   (void)cudaSetDevice(p->device);
   if (p->s)
     (void)cudaStreamSynchronize(p->s);
@@ -364,7 +345,7 @@ clara_status cuda_mr_create(const clara_context *ctx, const clara_mr_setup *s,
   if (s->combine == CLARA_MR_COMBINE_SENSITIVITY && !s->sens)
     return CUDA_FAIL(CLARA_ERR_INVALID_ARG, "%s: no coil maps", who);
 
-  mr_device_guard guard;
+  device_guard guard;
   st = cuda_use_device(ctx);
   if (st != CLARA_OK)
     return st;
@@ -598,7 +579,7 @@ clara_status cuda_mr_execute(const clara_context *ctx,
   if (pthread_mutex_lock(&p->mu) != 0)
     return CUDA_FAIL(CLARA_ERR_DEVICE, "%s: cannot lock the plan", who);
   {
-    mr_device_guard guard;
+    device_guard guard;
     st = cuda_status(cudaSetDevice(p->device), who);
     if (st == CLARA_OK) {
       (void)cudaGetLastError();
