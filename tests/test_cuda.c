@@ -835,12 +835,349 @@ START_TEST(concurrent) {
 }
 END_TEST
 
+/* ---- Coverage of the kernel variants: small custom scans --------------------
+ */
+
+/* A scan with a detector covering +-125 mm at the isocentre (cols columns),
+ * 'views' views from 'start' over 'range' radians, and an nx x ny x nz
+ * volume 200 mm wide in x (square voxels, vz = the row pitch at the
+ * isocentre for the cone) centred at 0. The caller may change the volume
+ * (voxel, center) before custom_project. */
+static void custom_init(scan *sc, const char *name, clara_geometry_kind kind,
+                        int views, double start, double range, int rows,
+                        int cols, int nx, int ny, int nz) {
+  clara_ct_geometry *g = &sc->g;
+  clara_volume *v = &sc->vol;
+  memset(sc, 0, sizeof *sc);
+  sc->name = name;
+  g->kind = kind;
+  g->views = views;
+  g->rows = rows;
+  g->cols = cols;
+  g->source_to_iso = 500;
+  g->source_to_detector = 900;
+  sc->angles = malloc(sizeof(float) * (size_t)views);
+  ck_assert_ptr_nonnull(sc->angles);
+  for (int i = 0; i < views; i++)
+    sc->angles[i] = (float)(start + range * i / views);
+  g->angles = sc->angles;
+  switch (kind) {
+  case CLARA_GEOM_PARALLEL:
+    g->det_spacing[1] = 250.0 / cols;
+    break;
+  case CLARA_GEOM_FAN_ARC:
+    g->det_spacing[1] = 2 * asin(125.0 / 500) / cols;
+    break;
+  default:
+    g->det_spacing[1] = 250.0 / cols * 900 / 500;
+  }
+  v->nx = nx;
+  v->ny = ny;
+  v->nz = nz;
+  v->voxel[0] = v->voxel[1] = v->voxel[2] = 200.0 / nx;
+  g->det_spacing[0] =
+      kind == CLARA_GEOM_CONE ? v->voxel[2] * 900 / 500 : v->voxel[2];
+}
+
+/* The analytic projections of the Shepp-Logan phantom for sc's geometry. */
+static void custom_project(scan *sc) {
+  clara_phantom *ph = NULL;
+  int cone = sc->g.kind == CLARA_GEOM_CONE;
+  sc->nproj = (size_t)sc->g.views * (size_t)sc->g.rows * (size_t)sc->g.cols;
+  sc->nvox = (size_t)sc->vol.nx * (size_t)sc->vol.ny * (size_t)sc->vol.nz;
+  sc->proj = malloc(sizeof(float) * sc->nproj);
+  ck_assert_ptr_nonnull(sc->proj);
+  ck_assert_int_eq(
+      clara_phantom_shepp_logan(cone ? 3 : 2, PH_RADIUS, PH_SCALE, &ph),
+      CLARA_OK);
+  ck_assert_int_eq(clara_phantom_project(ph, &sc->g, sc->proj), CLARA_OK);
+  clara_phantom_destroy(ph);
+}
+
+/* Reconstructs 'sc' on a CUDA context with device memory limit 'limit'
+ * (0: none), returning the image and the slab count in *slabs. */
+static float *recon_limited(const scan *sc, const clara_fbp_options *o,
+                            size_t limit, int *slabs) {
+  clara_context *gpu = make_ctx(CLARA_BACKEND_CUDA, limit);
+  clara_fbp_timing t;
+  float *img = recon(gpu, sc, o, &t);
+  *slabs = t.slabs;
+  clara_context_destroy(gpu);
+  return img;
+}
+
+/* The largest device memory limit (from twice the volume down, in steps of
+ * 20%) at which 'sc' with options 'o' is split into at least 'want' z
+ * slabs; 0 when none is. */
+static size_t limit_for_slabs(const scan *sc, const clara_fbp_options *o,
+                              int want) {
+  size_t vol_bytes = sizeof(float) * sc->nvox;
+  for (size_t limit = 2 * vol_bytes; limit > 4096; limit = limit / 10 * 8) {
+    clara_context *lc = make_ctx(CLARA_BACKEND_CUDA, limit);
+    clara_fbp_plan *plan = NULL;
+    clara_fbp_timing t;
+    float *img;
+    clara_status st = clara_fbp_plan_create(lc, &sc->g, &sc->vol, o, &plan);
+    if (st == CLARA_ERR_OUT_OF_MEMORY) {
+      clara_context_destroy(lc);
+      return 0;
+    }
+    ck_assert_msg(st == CLARA_OK, "%s: %s", sc->name, clara_last_error());
+    img = malloc(sizeof(float) * sc->nvox);
+    ck_assert_ptr_nonnull(img);
+    ck_assert_int_eq(clara_fbp_execute_timed(plan, sc->proj, img, &t),
+                     CLARA_OK);
+    free(img);
+    clara_fbp_plan_destroy(plan);
+    clara_context_destroy(lc);
+    if (t.slabs >= want)
+      return limit;
+  }
+  return 0;
+}
+
+/* 'sc' with options 'o' on the CPU against CUDA precise and texture, within
+ * the bounds of compare_with_cpu; with min_slabs > 1, under device memory
+ * limits that split the volume into at least that many z slabs (so the
+ * detector row window starts past row 0). */
+static void custom_vs_cpu(const scan *sc, const clara_fbp_options *o,
+                          int min_slabs) {
+  clara_context *cpu = make_ctx(CLARA_BACKEND_CPU, 0);
+  clara_fbp_options op = *o, ot = *o;
+  size_t lp = 0, lt = 0;
+  float *ref, *pre, *tex;
+  int sp, st;
+  double ep, et;
+  op.flags &= ~(unsigned)CLARA_FBP_GPU_TEXTURE;
+  ot.flags |= CLARA_FBP_GPU_TEXTURE;
+  if (min_slabs > 1) {
+    lp = limit_for_slabs(sc, &op, min_slabs);
+    lt = limit_for_slabs(sc, &ot, min_slabs);
+    ck_assert_msg(lp && lt, "%s: no memory limit gave %d slabs", sc->name,
+                  min_slabs);
+  }
+  ref = recon(cpu, sc, o, NULL);
+  pre = recon_limited(sc, &op, lp, &sp);
+  tex = recon_limited(sc, &ot, lt, &st);
+  ep = rel_l2(pre, ref, sc->nvox);
+  et = rel_l2(tex, ref, sc->nvox);
+  fprintf(stderr,
+          "cuda vs cpu: %-26s %3d x %3d x %3d, %3d views, slabs %d/%d: "
+          "relative L2: precise %.3e, texture %.3e\n",
+          sc->name, sc->vol.nx, sc->vol.ny, sc->vol.nz, sc->g.views, sp, st, ep,
+          et);
+  ck_assert_int_ge(sp, min_slabs);
+  ck_assert_int_ge(st, min_slabs);
+  ck_assert_msg(ep <= 1e-5, "%s: precise relative L2 %g > 1e-5", sc->name, ep);
+  ck_assert_msg(et <= 2e-3, "%s: texture relative L2 %g > 2e-3", sc->name, et);
+  free(ref);
+  free(pre);
+  free(tex);
+  clara_context_destroy(cpu);
+}
+
+/* Fan-flat and fan-arc stacks: 6 rows (4 slices per thread, a partial last
+ * block of slices) and 67 rows (8 slices per thread, partial), the latter
+ * also in >= 2 slabs, where the weighting kernel reads the cosine weights
+ * of a row window that does not start at row 0 (in 2D every row has the
+ * same weights, so this checks the indexing stays in range, not the row). */
+START_TEST(fan_stacks) {
+  static const clara_geometry_kind kinds[] = {CLARA_GEOM_FAN_FLAT,
+                                              CLARA_GEOM_FAN_ARC};
+  static const char *const names[][2] = {
+      {"fan-flat-stack-6", "fan-flat-stack-67"},
+      {"fan-arc-stack-6", "fan-arc-stack-67"}};
+  clara_fbp_options o;
+  clara_fbp_options_init(&o);
+  for (int k = 0; k < 2; k++)
+    for (int r = 0; r < 2; r++) {
+      int rows = r ? 67 : 6;
+      scan sc;
+      custom_init(&sc, names[k][r], kinds[k], 60, 0.2, 2 * M_PI, rows, 64, 32,
+                  32, rows);
+      custom_project(&sc);
+      custom_vs_cpu(&sc, &o, 1);
+      if (r)
+        custom_vs_cpu(&sc, &o, 2);
+      free_scan(&sc);
+    }
+}
+END_TEST
+
+/* Parallel stack of 5 rows: the 4-slice kernel, in texture mode too. */
+START_TEST(parallel_stack_4) {
+  clara_fbp_options o;
+  scan sc;
+  clara_fbp_options_init(&o);
+  o.filter = CLARA_FILTER_SHEPP_LOGAN;
+  custom_init(&sc, "parallel-stack-5", CLARA_GEOM_PARALLEL, 60, 0.1, M_PI, 5,
+              64, 32, 32, 5);
+  custom_project(&sc);
+  custom_vs_cpu(&sc, &o, 1);
+  free_scan(&sc);
+}
+END_TEST
+
+/* Volumes that are not multiples of the 32 x 8 block: 45 x 37, 2D and
+ * cone. */
+START_TEST(odd_sizes) {
+  clara_fbp_options o;
+  scan sc;
+  clara_fbp_options_init(&o);
+  custom_init(&sc, "parallel-45x37", CLARA_GEOM_PARALLEL, 72, 0.3, M_PI, 1, 64,
+              45, 37, 1);
+  custom_project(&sc);
+  custom_vs_cpu(&sc, &o, 1);
+  free_scan(&sc);
+  custom_init(&sc, "fan-arc-45x37", CLARA_GEOM_FAN_ARC, 72, 0.3, 2 * M_PI, 1,
+              64, 45, 37, 1);
+  custom_project(&sc);
+  custom_vs_cpu(&sc, &o, 1);
+  free_scan(&sc);
+  custom_init(&sc, "cone-45x37x13", CLARA_GEOM_CONE, 72, 0.3, 2 * M_PI, 20, 64,
+              45, 37, 13);
+  custom_project(&sc);
+  custom_vs_cpu(&sc, &o, 1);
+  free_scan(&sc);
+}
+END_TEST
+
+/* 301 views: two batches of 151 and 150 views, the last one partial (its
+ * spare lines zeroed); 256 views: one full 256-view launch. */
+START_TEST(view_batches) {
+  static const int views[] = {301, 256};
+  static const char *const names[] = {"parallel-301-views",
+                                      "parallel-256-views", "cone-301-views",
+                                      "cone-256-views"};
+  clara_fbp_options o;
+  clara_fbp_options_init(&o);
+  for (int k = 0; k < 2; k++) {
+    scan sc;
+    custom_init(&sc, names[k], CLARA_GEOM_PARALLEL, views[k], 0.1, M_PI, 1, 64,
+                32, 32, 1);
+    custom_project(&sc);
+    custom_vs_cpu(&sc, &o, 1);
+    free_scan(&sc);
+    custom_init(&sc, names[2 + k], CLARA_GEOM_CONE, views[k], 0.1, 2 * M_PI, 12,
+                48, 24, 24, 8);
+    custom_project(&sc);
+    custom_vs_cpu(&sc, &o, 1);
+    free_scan(&sc);
+  }
+}
+END_TEST
+
+/* 2D short scans (Parker weights): fan-flat and fan-arc over 180 degrees
+ * plus the fan (28.96 degrees) plus 6, parallel over 240 degrees. */
+START_TEST(short_scans_2d) {
+  static const clara_geometry_kind kinds[] = {
+      CLARA_GEOM_FAN_FLAT, CLARA_GEOM_FAN_ARC, CLARA_GEOM_PARALLEL};
+  static const char *const names[] = {"fan-flat-short", "fan-arc-short",
+                                      "parallel-short-240"};
+  static const double deg[] = {215.0, 215.0, 240.0};
+  clara_fbp_options o;
+  clara_fbp_options_init(&o);
+  for (int k = 0; k < 3; k++) {
+    clara_context *cpu = make_ctx(CLARA_BACKEND_CPU, 0);
+    clara_fbp_plan *plan = NULL;
+    clara_fbp_info info;
+    scan sc;
+    custom_init(&sc, names[k], kinds[k], 90, 0.7, deg[k] * M_PI / 180, 1, 64,
+                32, 32, 1);
+    custom_project(&sc);
+    ck_assert_int_eq(clara_fbp_plan_create(cpu, &sc.g, &sc.vol, &o, &plan),
+                     CLARA_OK);
+    ck_assert_int_eq(clara_fbp_plan_info(plan, &info), CLARA_OK);
+    ck_assert_int_eq(info.short_scan, 1);
+    clara_fbp_plan_destroy(plan);
+    clara_context_destroy(cpu);
+    custom_vs_cpu(&sc, &o, 1);
+    free_scan(&sc);
+  }
+}
+END_TEST
+
+/* Hounsfield output in texture mode (2D and cone), and the cone without the
+ * field-of-view mask. */
+START_TEST(hu_texture_and_cone_no_mask) {
+  clara_fbp_options o;
+  scan sc;
+  clara_fbp_options_init(&o);
+  o.mu_water = 0.0192;
+  custom_init(&sc, "fan-flat-hu", CLARA_GEOM_FAN_FLAT, 60, 0.2, 2 * M_PI, 1, 64,
+              32, 32, 1);
+  custom_project(&sc);
+  custom_vs_cpu(&sc, &o, 1);
+  free_scan(&sc);
+  custom_init(&sc, "cone-hu", CLARA_GEOM_CONE, 60, 0.2, 2 * M_PI, 20, 48, 24,
+              24, 16);
+  custom_project(&sc);
+  custom_vs_cpu(&sc, &o, 1);
+  o.mu_water = 0;
+  o.flags = CLARA_FBP_NO_FOV_MASK;
+  sc.name = "cone-no-mask";
+  custom_vs_cpu(&sc, &o, 1);
+  free_scan(&sc);
+}
+END_TEST
+
+/* Off-centre, anisotropic volumes: vx != vy (!= vz for the cone), centre
+ * away from the isocentre, in 2D (fan-flat stack, parallel) and cone (in
+ * >= 2 slabs too). */
+START_TEST(off_centre_anisotropic) {
+  clara_fbp_options o;
+  scan sc;
+  clara_fbp_options_init(&o);
+  custom_init(&sc, "fan-flat-stack-off-centre", CLARA_GEOM_FAN_FLAT, 60, 0.2,
+              2 * M_PI, 6, 64, 36, 28, 6);
+  sc.vol.voxel[0] = 4.1;
+  sc.vol.voxel[1] = 5.3;
+  sc.vol.center[0] = 11.5;
+  sc.vol.center[1] = -7.25;
+  custom_project(&sc);
+  custom_vs_cpu(&sc, &o, 1);
+  free_scan(&sc);
+  custom_init(&sc, "parallel-off-centre", CLARA_GEOM_PARALLEL, 60, 0.2, M_PI, 1,
+              64, 36, 28, 1);
+  sc.vol.voxel[0] = 4.1;
+  sc.vol.voxel[1] = 5.3;
+  sc.vol.center[0] = -9.0;
+  sc.vol.center[1] = 13.0;
+  custom_project(&sc);
+  custom_vs_cpu(&sc, &o, 1);
+  free_scan(&sc);
+  custom_init(&sc, "cone-off-centre", CLARA_GEOM_CONE, 60, 0.2, 2 * M_PI, 24,
+              64, 36, 28, 18);
+  sc.vol.voxel[0] = 4.1;
+  sc.vol.voxel[1] = 5.3;
+  sc.vol.voxel[2] = 5.0;
+  sc.vol.center[0] = 11.5;
+  sc.vol.center[1] = -7.25;
+  sc.vol.center[2] = 6.0;
+  sc.g.det_spacing[0] = 4.1 * 900 / 500;
+  custom_project(&sc);
+  custom_vs_cpu(&sc, &o, 1);
+  custom_vs_cpu(&sc, &o, 3);
+  free_scan(&sc);
+}
+END_TEST
+
 static Suite *device_suite(void) {
   Suite *s = suite_create("cuda-device");
   TCase *t = tcase_create("accuracy");
   tcase_set_timeout(t, 900);
   tcase_add_loop_test(t, vs_cpu, 0, SC_COUNT);
   tcase_add_test(t, vs_cpu_hu_and_no_mask);
+  suite_add_tcase(s, t);
+  t = tcase_create("kernel-variants");
+  tcase_set_timeout(t, 900);
+  tcase_add_test(t, fan_stacks);
+  tcase_add_test(t, parallel_stack_4);
+  tcase_add_test(t, odd_sizes);
+  tcase_add_test(t, view_batches);
+  tcase_add_test(t, short_scans_2d);
+  tcase_add_test(t, hu_texture_and_cone_no_mask);
+  tcase_add_test(t, off_centre_anisotropic);
   suite_add_tcase(s, t);
   t = tcase_create("api");
   tcase_set_timeout(t, 900);
