@@ -72,10 +72,11 @@ static void load_plugin(void) {
     dlclose(h);
     return;
   }
+  /* A plugin that cannot run stays loaded all the same: the decision is
+   * made once per process, and unloading it would also unload the C++ and
+   * CUDA runtimes it pulled in, losing their start-up allocations. */
   plugin_ops =
       entry(CLARA_BACKEND_ABI, &host_api, plugin_why, sizeof plugin_why);
-  if (!plugin_ops)
-    dlclose(h); /* keep nothing of a plugin that cannot run */
 }
 
 clara_status clara_backend_resolve(clara_backend want, clara_backend *got,
