@@ -598,10 +598,12 @@ CLARA_API clara_status clara_mr_file_geometry(const clara_mr_file *file,
  * (unacquired samples 0) into a buffer of the geometry's size. */
 CLARA_API clara_status clara_mr_file_kspace(const clara_mr_file *file,
                                             int index, float *kspace);
-/* The noise samples [coils][samples] (complex), owned by the file; *samples
- * is 0 and *noise NULL when the file has no noise scans. */
+/* The noise samples [coils][samples] (complex), owned by the file; *coils
+ * is their channel count (known even for a file of noise scans only);
+ * *samples is 0 and *noise NULL when the file has no noise scans. */
 CLARA_API clara_status clara_mr_file_noise(const clara_mr_file *file,
-                                           int *samples, const float **noise);
+                                           int *coils, int *samples,
+                                           const float **noise);
 /* fastMRI's reference reconstruction_rss [slices][y][x] when the file has
  * one (*rss NULL otherwise); owned by the file. */
 CLARA_API clara_status clara_mr_file_reference(const clara_mr_file *file,

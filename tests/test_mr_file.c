@@ -328,7 +328,7 @@ START_TEST(test_ismrmrd_routing) {
   clara_mr_file *f;
   clara_mr_geometry g;
   float *k;
-  int samples;
+  int samples, ncoils;
   const float *noise;
 
   make_xml(xml, sizeof xml, NX, NY, 1, NX / 2, CH, NY - 1, NY / 2);
@@ -364,7 +364,8 @@ START_TEST(test_ismrmrd_routing) {
   ck_assert_int_eq(clara_mr_file_count(f), 3);
 
   /* noise: [coils][8 + 5] */
-  ASSERT_STATUS(clara_mr_file_noise(f, &samples, &noise), CLARA_OK);
+  ASSERT_STATUS(clara_mr_file_noise(f, &ncoils, &samples, &noise), CLARA_OK);
+  ck_assert_int_eq(ncoils, CH);
   ck_assert_int_eq(samples, 13);
   ck_assert_ptr_nonnull(noise);
   for (int c = 0; c < CH; c++)
@@ -488,9 +489,9 @@ START_TEST(test_ismrmrd_asymmetric_3d) {
     }
   free(k);
   {
-    int samples = 5;
+    int samples = 5, ncoils = -1;
     const float *noise = (const float *)1;
-    ASSERT_STATUS(clara_mr_file_noise(f, &samples, &noise), CLARA_OK);
+    ASSERT_STATUS(clara_mr_file_noise(f, &ncoils, &samples, &noise), CLARA_OK);
     ck_assert_int_eq(samples, 0);
     ck_assert_ptr_null(noise);
   }
@@ -848,9 +849,9 @@ START_TEST(test_fastmri_multicoil) {
         ck_assert_float_eq(ref[((size_t)s * RY + y) * RX + x],
                            rss[((size_t)s * RX + x) * RY + y]);
   {
-    int samples = 3;
+    int samples = 3, ncoils = -1;
     const float *noise = (const float *)1;
-    ASSERT_STATUS(clara_mr_file_noise(f, &samples, &noise), CLARA_OK);
+    ASSERT_STATUS(clara_mr_file_noise(f, &ncoils, &samples, &noise), CLARA_OK);
     ck_assert_int_eq(samples, 0);
     ck_assert_ptr_null(noise);
   }
@@ -991,7 +992,7 @@ START_TEST(test_null_args) {
   ASSERT_STATUS(clara_mr_file_open("", &f), CLARA_ERR_INVALID_ARG);
   ASSERT_STATUS(clara_mr_file_geometry(NULL, 0, &g), CLARA_ERR_INVALID_ARG);
   ASSERT_STATUS(clara_mr_file_kspace(NULL, 0, NULL), CLARA_ERR_INVALID_ARG);
-  ASSERT_STATUS(clara_mr_file_noise(NULL, &a, &p), CLARA_ERR_INVALID_ARG);
+  ASSERT_STATUS(clara_mr_file_noise(NULL, &a, &b, &p), CLARA_ERR_INVALID_ARG);
   ASSERT_STATUS(clara_mr_file_reference(NULL, &a, &b, &c, &p),
                 CLARA_ERR_INVALID_ARG);
   ck_assert_int_eq(clara_mr_file_count(NULL), 0);
@@ -1138,7 +1139,7 @@ START_TEST(test_shepp_logan_full) {
   char path[512];
   clara_mr_file *f;
   clara_mr_geometry g;
-  int samples;
+  int samples, ncoils;
   const float *noise;
 
   tpath(path, sizeof path, "shepp.h5");
@@ -1146,7 +1147,7 @@ START_TEST(test_shepp_logan_full) {
   f = open_ok(path);
   ck_assert_str_eq(clara_mr_file_format(f), "ismrmrd");
   ck_assert_int_eq(clara_mr_file_count(f), REPS);
-  ASSERT_STATUS(clara_mr_file_noise(f, &samples, &noise), CLARA_OK);
+  ASSERT_STATUS(clara_mr_file_noise(f, &ncoils, &samples, &noise), CLARA_OK);
   ck_assert_ptr_nonnull(noise);
   ck_assert_int_gt(samples, 0);
   ck_assert_int_eq(samples % (M * OS), 0); /* whole readouts */
@@ -1199,7 +1200,7 @@ START_TEST(test_shepp_logan_accelerated) {
   char path[512];
   clara_mr_file *f;
   clara_mr_geometry g;
-  int samples, count;
+  int samples, count, ncoils;
   const float *noise;
 
   tpath(path, sizeof path, "shepp_accel.h5");
@@ -1208,7 +1209,7 @@ START_TEST(test_shepp_logan_accelerated) {
   /* the tool cycles the sampling pattern over 'acceleration' repetitions */
   count = clara_mr_file_count(f);
   ck_assert_int_eq(count, R);
-  ASSERT_STATUS(clara_mr_file_noise(f, &samples, &noise), CLARA_OK);
+  ASSERT_STATUS(clara_mr_file_noise(f, &ncoils, &samples, &noise), CLARA_OK);
   ck_assert_int_eq(samples, 0);
   ck_assert_ptr_null(noise);
   for (int r = 0; r < count; r++) {

@@ -265,7 +265,7 @@ static void round_trip(const clara_mr_geometry *g, int noise_samples) {
   float *k = xalloc(kfloats(g)), *back = xalloc(kfloats(g));
   float *noise = NULL;
   const float *rn = NULL;
-  int rs = -1;
+  int rs = -1, rc = -1;
   size_t n = kfloats(g);
 
   /* distinct values on the sampled range, zeros elsewhere */
@@ -304,8 +304,9 @@ static void round_trip(const clara_mr_geometry *g, int noise_samples) {
   ck_assert_int_eq(r.kx_last, g->kx_last);
   ASSERT_STATUS(clara_mr_file_kspace(f, 0, back), CLARA_OK);
   ck_assert(memcmp(k, back, n * sizeof(float)) == 0);
-  ASSERT_STATUS(clara_mr_file_noise(f, &rs, &rn), CLARA_OK);
+  ASSERT_STATUS(clara_mr_file_noise(f, &rc, &rs, &rn), CLARA_OK);
   ck_assert_int_eq(rs, noise_samples);
+  ck_assert_int_eq(rc, noise_samples ? g->coils : 0);
   if (noise_samples)
     ck_assert(memcmp(rn, noise,
                      (size_t)g->coils * noise_samples * 2 * sizeof(float)) ==

@@ -2085,13 +2085,16 @@ CLARA_API clara_status clara_mr_file_kspace(const clara_mr_file *file,
 }
 
 CLARA_API clara_status clara_mr_file_noise(const clara_mr_file *file,
-                                           int *samples, const float **noise) {
+                                           int *coils, int *samples,
+                                           const float **noise) {
   static const char fn[] = "clara_mr_file_noise";
-  if (!file || !samples || !noise)
+  if (!file || !coils || !samples || !noise)
     return clara_fail(CLARA_ERR_INVALID_ARG, "%s: %s is NULL", fn,
                       !file      ? "file"
+                      : !coils   ? "coils"
                       : !samples ? "samples"
                                  : "noise");
+  *coils = file->noise ? file->coils : 0;
   *samples = file->noise ? file->noise_samples : 0;
   *noise = file->noise;
   return CLARA_OK;

@@ -1334,6 +1334,7 @@ static int mr_reconstruct(const clara_mr_file *file, const char *path,
   size_t nk, ni;
   clara_status st;
   double t0, t1, t2;
+  int noise_coils = 0;
   int rc = EXIT_FAILURE, count = clara_mr_file_count(file);
 
   if (index >= count)
@@ -1359,9 +1360,14 @@ static int mr_reconstruct(const clara_mr_file *file, const char *path,
     rc = lib_error(st, "reading dataset %d of %s", index, path);
     goto done;
   }
-  st = clara_mr_file_noise(file, &out->noise_samples, &noise);
+  st = clara_mr_file_noise(file, &noise_coils, &out->noise_samples, &noise);
   if (st != CLARA_OK) {
     rc = lib_error(st, "reading the noise scans of %s", path);
+    goto done;
+  }
+  if (out->noise_samples >= 2 && noise_coils != g->coils) {
+    rc = fail_msg("%s: the noise scans have %d coils, dataset %d has %d", path,
+                  noise_coils, index, g->coils);
     goto done;
   }
   if (out->noise_samples >= 2) {
@@ -1606,7 +1612,7 @@ static int mr_compare_reference(const clara_mr_file *file, const char *path) {
 }
 
 static int mr_info(const clara_mr_file *file, const char *path) {
-  int count = clara_mr_file_count(file), samples = 0;
+  int count = clara_mr_file_count(file), samples = 0, noise_coils = 0;
   const float *noise = NULL;
   clara_status st;
 
@@ -1630,11 +1636,12 @@ static int mr_info(const clara_mr_file *file, const char *path) {
                ? " (partial)"
                : "");
   }
-  st = clara_mr_file_noise(file, &samples, &noise);
+  st = clara_mr_file_noise(file, &noise_coils, &samples, &noise);
   if (st != CLARA_OK)
     return lib_error(st, "reading the noise scans of %s", path);
   if (samples > 0)
-    printf("noise scans: %d samples per coil\n", samples);
+    printf("noise scans: %d samples per coil, %d coil%s\n", samples,
+           noise_coils, noise_coils == 1 ? "" : "s");
   else
     printf("noise scans: none\n");
   fflush(stdout);

@@ -1672,27 +1672,18 @@ class MRFile(_Handle):
     @property
     def noise(self) -> Optional[np.ndarray]:
         """The noise scans as a new complex64 array ``[coils][samples]``,
-        or ``None`` when the file has none.
-
-        Raises:
-            NotImplementedError: a noise-only file (``count == 0``): the C
-                API gives no coil count for the noise without a dataset.
-        """
+        or ``None`` when the file has none. A file of noise scans only has
+        its noise too: the coil count comes with it."""
         h = self._live()
+        coils = ctypes.c_int()
         samples = ctypes.c_int()
         ptr = ctypes.POINTER(ctypes.c_float)()
-        _lib.call("clara_mr_file_noise", h, ctypes.byref(samples),
-                  ctypes.byref(ptr))
+        _lib.call("clara_mr_file_noise", h, ctypes.byref(coils),
+                  ctypes.byref(samples), ctypes.byref(ptr))
         if not ptr or samples.value <= 0:
             return None
-        if self.count == 0:
-            raise NotImplementedError(
-                f"{self.path}: the file has noise scans but no k-space "
-                f"dataset, and clara_mr_file_noise does not report the "
-                f"noise's coil count")
-        coils = self.geometry(0).coils
-        flat = _take(ptr, (coils * samples.value * 2,))
-        return flat.view(np.complex64).reshape(coils, samples.value)
+        flat = _take(ptr, (coils.value * samples.value * 2,))
+        return flat.view(np.complex64).reshape(coils.value, samples.value)
 
     @property
     def reference(self) -> Optional[np.ndarray]:

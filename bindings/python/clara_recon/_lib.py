@@ -320,7 +320,8 @@ _OPTIONAL_PROTOTYPES: Dict[str, tuple] = {
     "clara_mr_file_count": (_i, [_h]),
     "clara_mr_file_geometry": (_st, [_h, _i, ctypes.POINTER(MrGeometry)]),
     "clara_mr_file_kspace": (_st, [_h, _i, _pf]),
-    "clara_mr_file_noise": (_st, [_h, ctypes.POINTER(_i), _ppf]),
+    "clara_mr_file_noise": (_st, [_h, ctypes.POINTER(_i), ctypes.POINTER(_i),
+                                  _ppf]),
     "clara_mr_file_reference": (
         _st,
         [_h, ctypes.POINTER(_i), ctypes.POINTER(_i), ctypes.POINTER(_i), _ppf],
