@@ -32,6 +32,7 @@
 #define CLARA_RECON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -656,6 +657,55 @@ CLARA_API clara_status clara_mr_file_write_ismrmrd(
 CLARA_API clara_status clara_mr_phantom_kspace(const clara_mr_geometry *geom,
                                                double fov_mm, int coil_maps,
                                                float *kspace, float *maps);
+
+/* ------------------------------------------------------------------------ */
+/* DICOM-ready output                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* What a vendor needs to fill its own DICOM image headers: 16-bit signed
+ * stored pixel values (BitsAllocated 16, BitsStored 16, HighBit 15,
+ * PixelRepresentation 1) plus the Modality LUT and a VOI window. The
+ * library writes no DICOM itself. For every voxel the rescaled value
+ * stored * slope + intercept (RescaleSlope, RescaleIntercept) is the input
+ * value up to the quantisation (|error| <= slope / 2 unless clipped);
+ * window_center and window_width (WindowCenter, WindowWidth) are in those
+ * rescaled units. min and max are the input's extremes (over all voxels,
+ * clipped ones included). Rounding is half away from zero. */
+typedef struct clara_dicom_scaling {
+  double slope, intercept;
+  double window_center, window_width;
+  long long clipped_low, clipped_high; /* voxels clamped to -32768 / 32767 */
+  float min, max;
+} clara_dicom_scaling;
+
+/* CT in Hounsfield units -> stored = round(hu + 1024), clamped to the
+ * int16 range [-32768, 32767] (RescaleSlope 1, RescaleIntercept -1024, so
+ * air -1024 HU is stored 0 and the usual [-1024, 3071] HU is [0, 4095]).
+ * Voxels outside [-33792, 31743] HU (infinities included) are clamped and
+ * counted in clipped_low / clipped_high. The window is the soft-tissue one,
+ * center 40 HU, width 400 HU. A NaN fails with CLARA_ERR_INVALID_ARG naming
+ * the first NaN's index, and then neither 'stored' nor 'out' is written.
+ * Errors: CLARA_ERR_INVALID_ARG (NULL pointer, n == 0, NaN). */
+CLARA_API clara_status clara_dicom_ready_ct(const float *hu, size_t n,
+                                            int16_t *stored,
+                                            clara_dicom_scaling *out);
+
+/* Any real quantity (MR magnitude, a parameter map, ...) -> stored =
+ * round(image / slope) with intercept 0 and slope = M / 32000, M the
+ * largest magnitude max(|min|, |max|), so that max maps to 32000 for a
+ * non-negative image and nothing is ever clipped (negative values map to
+ * [-32000, 0]). An all-zero image gets slope 1. The window spans the 1st to
+ * the 99th percentile (nearest rank, taken from a histogram of the stored
+ * values, so exact up to the quantisation): center = (p1 + p99) / 2, width
+ * = p99 - p1, but at least one stored step (slope). Note that DICOM asks
+ * for WindowWidth >= 1: for images whose values are all tiny, a vendor may
+ * prefer its own window. A NaN or infinity fails with
+ * CLARA_ERR_INVALID_ARG naming its index, and then neither 'stored' nor
+ * 'out' is written. Errors: CLARA_ERR_INVALID_ARG (NULL pointer, n == 0,
+ * NaN, infinity), CLARA_ERR_OUT_OF_MEMORY (the 512 KiB histogram). */
+CLARA_API clara_status clara_dicom_ready_scaled(const float *image, size_t n,
+                                                int16_t *stored,
+                                                clara_dicom_scaling *out);
 
 /* ------------------------------------------------------------------------ */
 /* Files (HDF5; layout in docs/FORMATS.md)                                   */

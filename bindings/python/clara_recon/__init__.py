@@ -64,6 +64,7 @@ import weakref
 from dataclasses import dataclass
 from typing import (
     Any,
+    Dict,
     Callable,
     Iterable,
     Optional,
@@ -106,6 +107,7 @@ __all__ = [
     "MRFile",
     "noise_covariance",
     "mr_recon",
+    "dicom_ready",
     "MR_NORMS",
     "MR_COMBINES",
     "MR_PARTIAL_FOURIER",
@@ -1752,3 +1754,46 @@ def mr_recon(kspace: ArrayLike, combine: str = "rss", norm: str = "ortho",
                    noise_covariance=noise_covariance,
                    sensitivities=sensitivities) as plan:
         return plan.execute(k)
+
+
+def dicom_ready(image: ArrayLike,
+                modality: str = "CT") -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Converts an image to DICOM stored values (``clara_dicom_ready_ct`` /
+    ``clara_dicom_ready_scaled``).
+
+    Args:
+        image: float array of any shape; HU for ``modality="CT"``, any real
+            quantity (e.g. MR magnitude) for ``"MR"``.
+        modality: ``"CT"`` (RescaleIntercept -1024, slope 1, soft-tissue
+            window) or ``"MR"`` (slope so that the maximum is 32000, window
+            from the 1st-99th percentiles).
+
+    Returns:
+        ``(stored, scaling)``: an int16 array of the image's shape, and a
+        dict with ``slope``, ``intercept``, ``window_center``,
+        ``window_width``, ``clipped_low``, ``clipped_high``, ``min``, ``max``
+        for the DICOM header (RescaleSlope, RescaleIntercept, WindowCenter,
+        WindowWidth).
+
+    Raises:
+        ValueError: an unknown modality or an empty image.
+        TypeError: complex or non-numeric data.
+        ClaraError: NaN (or, for MR, infinity) in the image.
+    """
+    _lib.require("clara_dicom_ready_ct", "clara_dicom_ready_scaled")
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"image: real numbers are expected, got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ValueError("image: is empty")
+    if modality not in ("CT", "MR"):
+        raise ValueError(f"modality: 'CT' or 'MR' is expected, got {modality!r}")
+    src = np.ascontiguousarray(arr, dtype=np.float32)
+    stored = np.empty(src.shape, dtype=np.int16)
+    sc = _lib.DicomScaling()
+    fn = "clara_dicom_ready_ct" if modality == "CT" else "clara_dicom_ready_scaled"
+    _lib.call(fn, src.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+              ctypes.c_size_t(src.size),
+              stored.ctypes.data_as(ctypes.POINTER(ctypes.c_int16)),
+              ctypes.byref(sc))
+    return stored, {name: getattr(sc, name) for name, _ in sc._fields_}

@@ -237,6 +237,21 @@ _d = ctypes.c_double
 _s = ctypes.c_char_p
 
 # name -> (restype, argtypes)
+class DicomScaling(ctypes.Structure):
+    """struct clara_dicom_scaling."""
+
+    _fields_ = [
+        ("slope", ctypes.c_double),
+        ("intercept", ctypes.c_double),
+        ("window_center", ctypes.c_double),
+        ("window_width", ctypes.c_double),
+        ("clipped_low", ctypes.c_longlong),
+        ("clipped_high", ctypes.c_longlong),
+        ("min", ctypes.c_float),
+        ("max", ctypes.c_float),
+    ]
+
+
 _PROTOTYPES: Dict[str, tuple] = {
     # version
     "clara_version": (_s, []),
@@ -326,6 +341,13 @@ _OPTIONAL_PROTOTYPES: Dict[str, tuple] = {
         _st,
         [_h, ctypes.POINTER(_i), ctypes.POINTER(_i), ctypes.POINTER(_i), _ppf],
     ),
+    # DICOM-ready output
+    "clara_dicom_ready_ct": (
+        _st, [_pf, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int16),
+              ctypes.POINTER(DicomScaling)]),
+    "clara_dicom_ready_scaled": (
+        _st, [_pf, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int16),
+              ctypes.POINTER(DicomScaling)]),
 }
 
 
