@@ -276,7 +276,7 @@ enum {
    * inscribed circle (truncated data; expect a cupping artefact). Without
    * this flag such a plan fails with CLARA_ERR_INVALID_ARG. */
   CLARA_FBP_ALLOW_TRUNCATION = 1u << 0,
-  /* Keep voxels outside the field of view (the circle that every view sees)
+  /* Keep voxels outside the field of view (docs/GEOMETRY.md)
    * instead of setting them to 0. */
   CLARA_FBP_NO_FOV_MASK = 1u << 1,
   /* Never apply the offset-detector (half-fan) redundancy weights, even for
@@ -374,7 +374,7 @@ typedef struct clara_fbp_info {
   double scan_range;     /* radians covered by the angle list */
   int short_scan;        /* 1 when Parker weights are applied */
   int offset_weighting;  /* 1 when offset-detector weights are applied */
-  double fov_radius;     /* radius in mm of the circle every view sees */
+  double fov_radius;     /* field-of-view radius in mm (docs/GEOMETRY.md) */
   double fan_half_angle; /* radians, 0 for parallel */
 } clara_fbp_info;
 

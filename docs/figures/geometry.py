@@ -66,7 +66,7 @@ def axes_xy(ax, lim, label_z=False):
     arrow(ax, (-lim, 0), (lim, 0), color=GREY, lw=1.0, ms=12)
     arrow(ax, (0, -lim), (0, lim), color=GREY, lw=1.0, ms=12)
     ax.text(lim, -0.15, "x", fontsize=15, color=GREY, ha="right", va="top")
-    ax.text(0.12, lim, "y", fontsize=15, color=GREY, ha="left", va="top")
+    ax.text(-0.1, lim, "y", fontsize=15, color=GREY, ha="right", va="top")
     if label_z:  # z out of the page at the isocentre
         ax.add_patch(Circle((0, 0), 0.07, fc="white", ec=GREY, lw=1.0,
                             zorder=5))
@@ -80,47 +80,47 @@ def line_hit(p0, d0, p1, d1):
 
 
 def parallel_panel(ax):
-    lim = 2.7
-    axes_xy(ax, lim)
+    axes_xy(ax, 2.1)
     ax.add_patch(Circle((0, 0), 1.0, fc="#eaf2fb", ec=BLUE, lw=1.0,
                         zorder=1))
-    ax.text(-0.72, -0.62, "f(x, y)", color=BLUE, fontsize=12)
+    ax.text(-0.45, -0.75, "f(x, y)", color=BLUE, fontsize=12, ha="center")
 
-    l_det = 2.05  # detector line: points s E + l_det D
-    offset = 0.30  # det_offset[1]: where the detector's centre column sits
-    half = 1.45  # half-width of the drawn detector
+    l_det = 1.6  # detector line: points s E + l_det D
+    offset = -0.40  # det_offset[1]: where the detector's centre column sits
+    half = 1.3  # half-width of the drawn detector
     s_lo, s_hi = offset - half, offset + half
 
     # rays: s E + l D, from behind the object to the detector
-    for s in np.linspace(-1.2, 1.6, 8):
-        p0, p1 = s * E - 2.2 * D, s * E + l_det * D
+    for s in np.linspace(-1.4, 1.4, 8):
+        p0, p1 = s * E - 1.75 * D, s * E + l_det * D
         arrow(ax, p0, p1, color="#b7c4d1", lw=0.9, ms=9, z=2)
-    ax.text(*(-1.45 * E - 2.0 * D + np.array([0.0, -0.05])),
-            "rays along\n(−sin θ, cos θ)", fontsize=12, color="#5d6d7e",
-            ha="center", va="top")
+    p = np.array([-2.75, -2.75])
+    arrow(ax, p, p + 0.8 * D, color="#5d6d7e", lw=1.6)
+    ax.text(p[0] + 0.05, p[1] + 0.2, "rays along\n(−sin θ, cos θ)",
+            fontsize=12, color="#5d6d7e", ha="left", va="bottom")
 
     # detector and its cells
     a, b = s_lo * E + l_det * D, s_hi * E + l_det * D
     ax.plot(*zip(a, b), color="k", lw=4, solid_capstyle="butt", zorder=4)
-    ncell = 12
+    ncell = 13
     for k in range(ncell + 1):
         s = s_lo + k * (s_hi - s_lo) / ncell
         c = s * E + l_det * D
         ax.plot(*zip(c - 0.06 * D, c + 0.06 * D), color="k", lw=0.8)
-    # s axis arrow drawn beside the detector
-    arrow(ax, (s_hi - 0.6) * E + (l_det + 0.28) * D,
-          (s_hi + 0.35) * E + (l_det + 0.28) * D, color=BLUE, lw=1.8)
-    tip = (s_hi + 0.42) * E + (l_det + 0.5) * D
-    ax.text(*tip, "s = u\n(cos θ, sin θ)", color=BLUE, fontsize=13,
-            ha="left", va="center")
-    # column index direction
-    for s, txt in ((s_lo, "c = 0"), (s_hi, "c = cols−1")):
-        p = s * E + (l_det + 0.28) * D
-        ax.text(*p, txt, fontsize=11, ha="center", va="bottom",
-                rotation=THETA_DEG, rotation_mode="anchor")
+    ax.text(*(a - 0.12 * E), "c = 0", fontsize=11, ha="right", va="center")
+    ax.text(*(b + 0.12 * E), "c = cols−1", fontsize=11, ha="left",
+            va="center")
+    # s axis (= u, column direction) drawn beside the detector
+    q0, q1 = (s_lo + 0.2) * E + (l_det + 0.3) * D, \
+        (s_hi + 0.3) * E + (l_det + 0.3) * D
+    arrow(ax, q0, q1, color=BLUE, lw=1.8)
+    ax.text(*(q1 + 0.12 * E), "s = u, (cos θ, sin θ):\ncolumn index c grows",
+            color=BLUE, fontsize=12, ha="left", va="bottom")
 
     # the s axis through the isocentre (dotted) and theta
-    ax.plot(*zip(-2.4 * E, 2.4 * E), ":", color=BLUE, lw=1.0, zorder=2)
+    ax.plot(*zip(-2.5 * E, 2.5 * E), ":", color=BLUE, lw=1.0, zorder=2)
+    ax.text(*(2.45 * E + np.array([0.0, 0.08])), "s", color=BLUE,
+            fontsize=13, ha="center", va="bottom")
     angle_arc(ax, (0, 0), 0.55, 0, THETA_DEG, "θ", ORANGE, rt=1.3)
     angle_arc(ax, (0, 0), 0.42, 90, 90 + THETA_DEG, "θ", ORANGE, fs=12,
               rt=1.4)
@@ -130,54 +130,57 @@ def parallel_panel(ax):
     ctr = offset * E + l_det * D
     ax.plot(*zip((0, 0), iso_hit), color=GREY, lw=1.0, ls="--", zorder=2)
     ax.plot(*iso_hit, "o", color=GREY, ms=5, zorder=5)
-    ax.plot(*ctr, "s", color=GREEN, ms=6, zorder=5)
-    dim(ax, iso_hit, ctr, "det_offset", GREEN, -0.40 * D, fs=11,
+    ax.text(*(iso_hit + 0.1 * D), "s = 0", color=GREY,
+            fontsize=10, ha="center", va="bottom")
+    ax.plot(*ctr, "s", color=GREEN, ms=7, zorder=5)
+    dim(ax, ctr, iso_hit, "det_offset", GREEN, -0.5 * D, fs=11,
         rot=THETA_DEG, tpos=0.5)
-    ax.annotate("centre column\nc = (cols−1)/2", xy=tuple(ctr),
-                xytext=tuple(ctr + 0.9 * D - 0.9 * E), fontsize=11,
-                color=GREEN, ha="right", va="bottom",
+    ax.annotate("centre column c = (cols−1)/2\nsits at u = det_offset",
+                xy=tuple(ctr), xytext=tuple(ctr + 1.05 * D - 0.9 * E),
+                fontsize=11, color=GREEN, ha="center", va="bottom",
                 arrowprops=dict(arrowstyle="-", color=GREEN, lw=0.8))
 
     # a point and where it lands
-    P = np.array([0.55, -0.45])
+    P = np.array([0.7, -0.3])
     sP = P @ E
     hit = line_hit(P, D, l_det * D, E)  # geometric intersection
     assert np.allclose(hit, sP * E + l_det * D), "s formula disagrees"
     foot = sP * E  # the same s on the axis through the isocentre
-    ax.plot(*zip(P - 0.3 * D, hit), color=RED, lw=2.0, zorder=4)
-    ax.plot(*zip(P, foot), color=RED, lw=1.0, ls=":", zorder=3)
+    ax.plot(*zip(P - 0.35 * D, hit), color=RED, lw=2.0, zorder=4)
+    ax.plot(*foot, "o", color=RED, ms=4, zorder=6)
     ax.plot(*P, "o", color=RED, ms=7, zorder=6)
     ax.plot(*hit, "o", color=RED, ms=6, zorder=6)
-    ax.text(P[0] + 0.12, P[1] - 0.05, "(x, y)", color=RED, fontsize=13,
-            va="top")
-    ax.text(*(hit + np.array([0.18, -0.05])), "s", color=RED, fontsize=13,
+    ax.text(P[0] + 0.1, P[1], "(x, y)", color=RED, fontsize=13,
+            va="center")
+    ax.text(*(hit + 0.1 * E - 0.1 * D), "s", color=RED, fontsize=13,
             ha="left", va="top", fontweight="bold")
-    ax.text(-0.6, -3.05, "s = x cos θ + y sin θ\n"
+    ax.text(0.0, -3.3, "s = x cos θ + y sin θ\n"
             "p(θ, s) = ∫ f(s (cos θ, sin θ) + l (−sin θ, cos θ)) dl",
-            color=RED, fontsize=13, ha="center", va="top",
+            color=RED, fontsize=13, ha="center", va="bottom",
             bbox=dict(fc="white", ec=RED, lw=0.8, pad=4))
 
-    ax.set_xlim(-3.1, 3.1)
-    ax.set_ylim(-3.8, 3.8)
-    ax.set_title(f"Parallel beam  (θ = {THETA_DEG:g}°)", fontsize=16, pad=14)
+    ax.set_xlim(-3.2, 3.2)
+    ax.set_ylim(-3.45, 2.95)
+    ax.text(0.5, 1.0, f"Parallel beam  (θ = {THETA_DEG:g}°)", fontsize=16,
+            transform=ax.transAxes, ha="center", va="top")
 
 
 def divergent_panel(ax):
-    Rs, Rd = 2.6, 4.3
-    half_u = 1.75  # flat detector half-width (drawn)
+    Rs, Rd = 2.2, 3.6
+    half_u = 1.4  # flat detector half-width (drawn)
     S = Rs * np.array([np.sin(T), -np.cos(T)])
     assert np.allclose(S, -Rs * D)
-    lim = 3.4
-    axes_xy(ax, 2.35, label_z=True)
-    ax.add_patch(Circle((0, 0), 0.95, fc="#eaf2fb", ec=BLUE, lw=1.0,
+    axes_xy(ax, 1.25, label_z=True)
+    ax.text(0.05, 0.17, "z", fontsize=12, color=GREY, ha="left",
+            va="bottom")
+    ax.add_patch(Circle((0, 0), 0.8, fc="#eaf2fb", ec=BLUE, lw=1.0,
                         zorder=1))
 
     # flat detector: centre S + Rd D, u along E
     C = S + Rd * D
     a, b = C - half_u * E, C + half_u * E
     ax.plot(*zip(a, b), color="k", lw=4, solid_capstyle="butt", zorder=4)
-    # fan edges
-    for q in (a, b):
+    for q in (a, b):  # fan edges
         ax.plot(*zip(S, q), color="#b7c4d1", lw=1.0, zorder=2)
     # arc detector: S + Rd (cos g D + sin g E), same fan
     gmax = np.arctan2(half_u, Rd)
@@ -185,54 +188,56 @@ def divergent_panel(ax):
     arc = S[None, :] + Rd * (np.cos(g)[:, None] * D + np.sin(g)[:, None] * E)
     ax.plot(arc[:, 0], arc[:, 1], "--", color="k", lw=1.6, zorder=4)
     for gk in np.linspace(-gmax, gmax, 9):  # equal angular steps
-        p = S + Rd * (np.cos(gk) * D + np.sin(gk) * E)
-        ax.plot(*zip(p - 0.06 * (p - S) / Rd, p + 0.06 * (p - S) / Rd),
-                color="k", lw=0.8)
-    ax.text(*(S + Rd * (np.cos(-gmax) * D + np.sin(-gmax) * E)
-              + np.array([-0.05, 0.12])),
-            "arc detector (fan-arc):\ncolumns equally spaced in γ",
+        r = np.cos(gk) * D + np.sin(gk) * E
+        p = S + Rd * r
+        ax.plot(*zip(p - 0.07 * r, p + 0.07 * r), color="k", lw=0.8)
+    pl = S + Rd * (np.cos(-gmax) * D + np.sin(-gmax) * E)
+    ax.text(*(pl + np.array([0.25, -0.15])),
+            "arc detector (fan-arc),\ndashed: columns equally\n"
+            "spaced in γ, arc centred\non the source", fontsize=11,
+            ha="right", va="top")
+    ax.text(*(a - 0.12 * E + 0.1 * D), "flat detector\n(fan-flat, cone)",
             fontsize=11, ha="right", va="bottom")
-    ax.text(*(b + np.array([0.1, -0.1])), "flat detector\n(fan-flat, cone)",
-            fontsize=11, ha="left", va="top")
 
     # central ray
     ax.plot(*zip(S, C), color=GREY, lw=1.2, ls="--", zorder=2)
-    ax.text(*(S + 1.2 * D + np.array([-0.12, 0.0])), "central ray",
-            fontsize=11, color=GREY, ha="right", va="center",
-            rotation=THETA_DEG + 90 - 180, rotation_mode="anchor")
+    ax.text(*(S + 1.15 * D + 0.06 * E), "central ray", fontsize=10,
+            color=GREY, ha="right", va="bottom", rotation=THETA_DEG + 90 - 180,
+            rotation_mode="anchor")
 
     # source
     ax.plot(*S, "*", color=ORANGE, ms=18, zorder=6)
-    ax.text(*(S + np.array([0.15, -0.08])),
-            "source\nR_s (sin θ, −cos θ)", fontsize=12, color=ORANGE,
+    ax.text(*(S + np.array([0.18, -0.05])),
+            "source\n$R_s$ (sin θ, −cos θ)", fontsize=12, color=ORANGE,
             ha="left", va="top")
 
-    # theta: from -y to the source direction, at the isocentre
-    angle_arc(ax, (0, 0), 0.55, -90, -90 + THETA_DEG, "θ", ORANGE, rt=1.3)
-    ax.plot(*zip((0, 0), (0, -Rs)), ":", color=ORANGE, lw=1.0, zorder=2)
-    ax.text(0.07, -Rs + 0.05, "θ = 0\nsource", fontsize=10, color=ORANGE,
-            ha="left", va="bottom")
+    # theta: from -y (the source at theta = 0) to the source direction
+    angle_arc(ax, (0, 0), 0.5, -90, -90 + THETA_DEG, "θ", ORANGE, rt=1.3)
+    ax.plot(*zip((0, 0), (0, -Rs)), ":", color=ORANGE, lw=1.2, zorder=2)
+    ax.plot(0, -Rs, "*", color=ORANGE, ms=10, mfc="white", zorder=6)
+    ax.text(-0.15, -Rs, "source at θ = 0", fontsize=10, color=ORANGE,
+            ha="right", va="center")
 
-    # R_s and R_d dimension lines (beside the central ray)
-    dim(ax, S, (0, 0), "R_s", ORANGE, -0.55 * E, fs=13,
+    # R_s and R_d dimension lines (beside the central ray, +u side)
+    dim(ax, S, (0, 0), "$R_s$", ORANGE, 0.75 * E, fs=13,
         rot=THETA_DEG + 90 - 180)
-    dim(ax, S, C, "R_d", "k", 2.05 * E, fs=13, rot=THETA_DEG + 90 - 180,
-        tpos=0.45)
+    dim(ax, S, C, "$R_d$", "k", 1.75 * E, fs=13, rot=THETA_DEG + 90 - 180,
+        tpos=0.55)
 
     # u axis at the detector, v out of the page
-    arrow(ax, C + 0.3 * D - 0.2 * E, C + 0.3 * D + 1.0 * E, color=BLUE,
-          lw=1.8)
-    ax.text(*(C + 0.3 * D + 1.05 * E + np.array([0.05, 0.05])),
-            "u  (cos θ, sin θ)", color=BLUE, fontsize=13, ha="left",
-            va="bottom")
+    q0, q1 = C + 0.32 * D + 0.1 * E, C + 0.32 * D + 1.2 * E
+    arrow(ax, q0, q1, color=BLUE, lw=1.8)
+    ax.text(*(q0 + 0.1 * D), "u  (cos θ, sin θ)", color=BLUE, fontsize=13,
+            ha="left", va="bottom", rotation=THETA_DEG,
+            rotation_mode="anchor")
     ax.add_patch(Circle(tuple(C), 0.08, fc="white", ec=BLUE, lw=1.2,
                         zorder=6))
     ax.plot(*C, ".", color=BLUE, ms=5, zorder=7)
-    ax.text(*(C + np.array([-0.1, 0.25])), "v along +z\n(out of page,\ncone)",
+    ax.text(*(C + 0.3 * D - 0.4 * E), "v along +z\n(out of page; cone)",
             color=BLUE, fontsize=11, ha="right", va="bottom")
 
     # a point, its ray, u on the flat detector, gamma on the arc
-    P = np.array([0.55, 0.35])
+    P = np.array([-0.6, 0.05])
     L = Rs - P[0] * np.sin(T) + P[1] * np.cos(T)
     u = (P @ E) * Rd / L
     gam = np.arctan2(P @ E, L)
@@ -246,26 +251,26 @@ def divergent_panel(ax):
     ax.plot(*P, "o", color=RED, ms=7, zorder=6)
     ax.plot(*hit, "o", color=RED, ms=6, zorder=6)
     ax.plot(*ahit, "o", color=RED, ms=5, mfc="white", zorder=6)
-    ax.text(P[0] + 0.1, P[1] - 0.05, "(x, y)", color=RED, fontsize=13,
-            va="top")
-    ax.text(*(hit + np.array([0.1, 0.1])), "u", color=RED, fontsize=13,
-            fontweight="bold", ha="left", va="bottom")
+    ax.text(P[0] - 0.08, P[1] - 0.08, "(x, y)", color=RED, fontsize=13,
+            ha="right", va="top")
+    ax.text(*(hit + 0.12 * E - 0.12 * D), "u", color=RED, fontsize=13,
+            fontweight="bold", ha="left", va="top")
     # gamma at the source, from the central ray to the ray through P
     a0 = np.degrees(np.arctan2(D[1], D[0]))
     a1 = np.degrees(np.arctan2(dirP[1], dirP[0]))
-    angle_arc(ax, S, 1.1, min(a0, a1), max(a0, a1), "γ", RED, rt=1.18)
+    angle_arc(ax, S, 0.95, min(a0, a1), max(a0, a1), "γ", RED, rt=1.2)
 
-    ax.text(-0.6, -3.45,
-            "L = R_s − x sin θ + y cos θ\n"
-            "flat: u = (x cos θ + y sin θ) R_d / L,  v = z R_d / L\n"
+    ax.text(0.0, -3.3,
+            "L = $R_s$ − x sin θ + y cos θ  (along the central ray)\n"
+            "flat: u = (x cos θ + y sin θ) $R_d$ / L,  v = z $R_d$ / L\n"
             "arc:  γ = atan2(x cos θ + y sin θ, L)",
             color=RED, fontsize=13, ha="center", va="bottom",
             bbox=dict(fc="white", ec=RED, lw=0.8, pad=4))
 
-    ax.set_xlim(-lim - 0.1, lim + 0.1)
-    ax.set_ylim(-lim - 0.1, lim + 0.1)
-    ax.set_title(f"Divergent beam, xy-plane  (θ = {THETA_DEG:g}°)",
-                 fontsize=16, pad=14)
+    ax.set_xlim(-3.2, 3.2)
+    ax.set_ylim(-3.45, 2.95)
+    ax.text(0.5, 1.0, f"Divergent beam, xy-plane  (θ = {THETA_DEG:g}°)",
+            fontsize=16, transform=ax.transAxes, ha="center", va="top")
 
 
 def main():
