@@ -54,6 +54,18 @@ private:
   bool ok_;
 };
 
+/* cudaMalloc of n bytes (*ptr NULL for n == 0), failing with a status that
+ * names the caller 'who', the size and the buffer 'what'. */
+clara_status cuda_alloc(void **ptr, size_t n, const char *who,
+                        const char *what);
+
+/* The bytes a plan on ctx's (current) device may use: what cudaMemGetInfo
+ * reports free less a reserve (free/50, clamped to 64 MiB .. 1 GiB), or the
+ * context's device_memory_limit when that is smaller. 'note' receives which
+ * of the two it was, for messages. */
+clara_status cuda_budget(const clara_context *ctx, size_t *budget, char *note,
+                         size_t note_len);
+
 /* Makes ctx's device current on the calling thread. */
 clara_status cuda_use_device(const clara_context *ctx);
 

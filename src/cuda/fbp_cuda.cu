@@ -799,20 +799,9 @@ void cuda_fbp_destroy(void *state) {
   delete p;
 }
 
-/* cudaMalloc of n bytes with a status naming the buffer. */
-static clara_status dev_alloc(void **ptr, size_t n, const char *what) {
-  char buf[160];
-  cudaError_t e;
-  *ptr = NULL;
-  if (n == 0)
-    return CLARA_OK;
-  e = cudaMalloc(ptr, n);
-  if (e == cudaSuccess)
-    return CLARA_OK;
-  *ptr = NULL;
-  snprintf(buf, sizeof buf,
-           "clara_fbp_plan_create: cudaMalloc of %zu bytes (%s)", n, what);
-  return cuda_status(e, buf);
+/* cudaMalloc for this plan's buffers (cuda_alloc, named for the caller). */
+static clara_status fbp_alloc(void **ptr, size_t n, const char *what) {
+  return cuda_alloc(ptr, n, "clara_fbp_plan_create", what);
 }
 
 /* Allocates a device copy of n bytes of host data and queues the upload on
@@ -822,7 +811,7 @@ static clara_status dev_alloc(void **ptr, size_t n, const char *what) {
  * ones.) */
 static clara_status dev_copy(void **ptr, const void *src, size_t n,
                              cudaStream_t st, const char *what) {
-  clara_status s = dev_alloc(ptr, n, what);
+  clara_status s = fbp_alloc(ptr, n, what);
   if (s != CLARA_OK || n == 0)
     return s;
   return cuda_status(
@@ -855,7 +844,7 @@ clara_status cuda_fbp_create(const clara_context *ctx, const clara_fbp_setup *s,
   const cuda_ctx *c = (const cuda_ctx *)ctx->backend_state;
   cuda_fbp *p = NULL;
   clara_status st;
-  size_t free_b = 0, total_b = 0, reserve, avail, budget;
+  size_t budget;
   size_t cols, nfft, nspec, slice, bytes, work1 = 0, work2 = 0;
   char note[160];
   int2 *mask = NULL;
@@ -885,23 +874,7 @@ clara_status cuda_fbp_create(const clara_context *ctx, const clara_fbp_setup *s,
   slice = (size_t)s->vol.nx * (size_t)s->vol.ny;
 
   /* The budget. */
-  PLAN_CK(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
-  reserve = free_b / 50;
-  if (reserve < ((size_t)64 << 20))
-    reserve = (size_t)64 << 20;
-  if (reserve > ((size_t)1 << 30))
-    reserve = (size_t)1 << 30;
-  avail = free_b > reserve ? free_b - reserve : 0;
-  budget = avail;
-  if (c->memory_limit && c->memory_limit < budget) {
-    budget = c->memory_limit;
-    snprintf(note, sizeof note, "device_memory_limit %zu bytes",
-             c->memory_limit);
-  } else {
-    snprintf(note, sizeof note,
-             "device %d has %zu bytes free of %zu, less %zu kept in reserve",
-             p->device, free_b, total_b, reserve);
-  }
+  PLAN_ST(cuda_budget(ctx, &budget, note, sizeof note));
   PLAN_ST(choose_layout(s, budget, p->tex ? c->prop.maxTexture2DLayered[0] : 0,
                         p->tex ? c->prop.maxTexture2DLayered[1] : 0,
                         p->tex ? c->prop.maxTexture2DLayered[2] : 0, note,
@@ -954,15 +927,15 @@ clara_status cuda_fbp_create(const clara_context *ctx, const clara_fbp_setup *s,
                    p->s_comp, "field-of-view mask"));
 
   /* Work buffers. */
-  PLAN_ST(dev_alloc((void **)&p->d_vol,
+  PLAN_ST(fbp_alloc((void **)&p->d_vol,
                     (size_t)p->L.slab_nz * slice * sizeof(float),
                     "volume slab"));
   bytes = (size_t)p->L.nvb * (size_t)p->L.nr * cols * sizeof(float);
   for (int i = 0; i < 2; i++)
-    PLAN_ST(dev_alloc((void **)&p->d_raw[i], bytes, "projection batch"));
-  PLAN_ST(dev_alloc((void **)&p->d_line, p->L.lines * nfft * sizeof(float),
+    PLAN_ST(fbp_alloc((void **)&p->d_raw[i], bytes, "projection batch"));
+  PLAN_ST(fbp_alloc((void **)&p->d_line, p->L.lines * nfft * sizeof(float),
                     "filter lines"));
-  PLAN_ST(dev_alloc((void **)&p->d_spec, p->L.lines * nspec * sizeof(float2),
+  PLAN_ST(fbp_alloc((void **)&p->d_spec, p->L.lines * nspec * sizeof(float2),
                     "filter spectra"));
 
   /* cuFFT: one work area for both plans (they run one after the other on
@@ -985,7 +958,7 @@ clara_status cuda_fbp_create(const clara_context *ctx, const clara_fbp_setup *s,
                                (long long)p->L.lines, &work2),
            "cufftMakePlanMany64 (C2R)");
   PLAN_ST(
-      dev_alloc(&p->d_work, work1 > work2 ? work1 : work2, "cuFFT work area"));
+      fbp_alloc(&p->d_work, work1 > work2 ? work1 : work2, "cuFFT work area"));
   if (p->d_work) {
     PLAN_FFT(cufftSetWorkArea(p->r2c, p->d_work), "cufftSetWorkArea");
     PLAN_FFT(cufftSetWorkArea(p->c2r, p->d_work), "cufftSetWorkArea");

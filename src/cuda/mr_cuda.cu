@@ -242,18 +242,7 @@ static int mr_asymmetric(int n, int f, int l) {
 }
 
 static clara_status mr_alloc(void **ptr, size_t n, const char *what) {
-  char buf[160];
-  cudaError_t e;
-  *ptr = NULL;
-  if (n == 0)
-    return CLARA_OK;
-  e = cudaMalloc(ptr, n);
-  if (e == cudaSuccess)
-    return CLARA_OK;
-  *ptr = NULL;
-  snprintf(buf, sizeof buf,
-           "clara_mr_plan_create: cudaMalloc of %zu bytes (%s)", n, what);
-  return cuda_status(e, buf);
+  return cuda_alloc(ptr, n, "clara_mr_plan_create", what);
 }
 
 #define MR_CK(call, what)                                                      \
@@ -311,7 +300,7 @@ clara_status cuda_mr_create(const clara_context *ctx, const clara_mr_setup *s,
   const clara_mr_geometry *g = &s->g;
   cuda_mr *p = NULL;
   clara_status st;
-  size_t free_b = 0, total_b = 0, reserve, budget, fixed, per_slice;
+  size_t budget, fixed, per_slice;
   size_t ws[2] = {0, 0}, work;
   int asym;
   char note[160];
@@ -381,22 +370,9 @@ clara_status cuda_mr_create(const clara_context *ctx, const clara_mr_setup *s,
   p->P.cplx = s->output_complex != 0;
 
   /* The budget: what is free less a reserve, or the context's limit. */
-  MR_CK(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
-  reserve = free_b / 50;
-  if (reserve < ((size_t)64 << 20))
-    reserve = (size_t)64 << 20;
-  if (reserve > ((size_t)1 << 30))
-    reserve = (size_t)1 << 30;
-  budget = free_b > reserve ? free_b - reserve : 0;
-  if (c->memory_limit && c->memory_limit < budget) {
-    budget = c->memory_limit;
-    snprintf(note, sizeof note, "device_memory_limit %zu bytes",
-             c->memory_limit);
-  } else {
-    snprintf(note, sizeof note,
-             "device %d has %zu bytes free of %zu, less %zu kept in reserve",
-             p->device, free_b, total_b, reserve);
-  }
+  st = cuda_budget(ctx, &budget, note, sizeof note);
+  if (st != CLARA_OK)
+    goto fail;
   fixed = sizeof(float2) * (size_t)g->coils * (size_t)g->coils +
           sizeof(float) * (size_t)(g->nx + g->ny + g->nz) +
           (s->combine == CLARA_MR_COMBINE_SENSITIVITY

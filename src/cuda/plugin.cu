@@ -63,6 +63,46 @@ clara_status cuda_use_device(const clara_context *ctx) {
   return cuda_status(cudaSetDevice(c->device), "cudaSetDevice");
 }
 
+clara_status cuda_alloc(void **ptr, size_t n, const char *who,
+                        const char *what) {
+  char buf[160];
+  cudaError_t e;
+  *ptr = NULL;
+  if (n == 0)
+    return CLARA_OK;
+  e = cudaMalloc(ptr, n);
+  if (e == cudaSuccess)
+    return CLARA_OK;
+  *ptr = NULL;
+  snprintf(buf, sizeof buf, "%s: cudaMalloc of %zu bytes (%s)", who, n, what);
+  return cuda_status(e, buf);
+}
+
+clara_status cuda_budget(const clara_context *ctx, size_t *budget, char *note,
+                         size_t note_len) {
+  const cuda_ctx *c = (const cuda_ctx *)ctx->backend_state;
+  size_t free_b = 0, total_b = 0, reserve;
+  clara_status st =
+      cuda_status(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+  if (st != CLARA_OK)
+    return st;
+  reserve = free_b / 50;
+  if (reserve < ((size_t)64 << 20))
+    reserve = (size_t)64 << 20;
+  if (reserve > ((size_t)1 << 30))
+    reserve = (size_t)1 << 30;
+  *budget = free_b > reserve ? free_b - reserve : 0;
+  if (c->memory_limit && c->memory_limit < *budget) {
+    *budget = c->memory_limit;
+    snprintf(note, note_len, "device_memory_limit %zu bytes", c->memory_limit);
+  } else {
+    snprintf(note, note_len,
+             "device %d has %zu bytes free of %zu, less %zu kept in reserve",
+             c->device, free_b, total_b, reserve);
+  }
+  return CLARA_OK;
+}
+
 static clara_status cuda_context_create(const clara_context *ctx,
                                         void **state) {
   int count = 0;
