@@ -46,6 +46,13 @@ void clara_aligned_free(void *p);
  * and returns NULL. */
 void *clara_xcalloc(size_t count, size_t size, const char *what);
 
+/* The world coordinate (mm) of voxel index i along an axis of n voxels of
+ * size vox centred on ctr: (i - (n-1)/2) vox + ctr, the convention of
+ * clara_volume. */
+static inline double clara_voxel_coord(int i, int n, double vox, double ctr) {
+  return (i - 0.5 * (n - 1)) * vox + ctr;
+}
+
 /* The number of online processors (>= 1). */
 int clara_online_cpus(void);
 

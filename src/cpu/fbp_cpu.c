@@ -8,8 +8,8 @@
  * sums the views in their order, so results do not depend on the number of
  * threads or on scheduling. */
 #include "cpu.h"
-#include "mr_cpu.h"
 #include "kernels.h"
+#include "mr_cpu.h"
 
 #include <fftw3.h>
 #include <limits.h>
@@ -214,11 +214,6 @@ static clara_status filter_task(void *arg, size_t index, int worker) {
   return CLARA_OK;
 }
 
-/* World coordinate of voxel index i along an axis. */
-static double world(int i, int n, double vox, double ctr) {
-  return (i - 0.5 * (n - 1)) * vox + ctr;
-}
-
 /* Back-projects the group into image row iy of slice iz (2D geometries). */
 static clara_status bp2d_task(void *arg, size_t index, int worker) {
   job *j = arg;
@@ -227,8 +222,8 @@ static clara_status bp2d_task(void *arg, size_t index, int worker) {
   const clara_volume *vol = &s->vol;
   int iz = (int)(index / (size_t)vol->ny), iy = (int)(index % (size_t)vol->ny);
   float *out = j->image + ((size_t)iz * vol->ny + iy) * vol->nx;
-  double x0 = world(0, vol->nx, vol->voxel[0], vol->center[0]);
-  double y = world(iy, vol->ny, vol->voxel[1], vol->center[1]);
+  double x0 = clara_voxel_coord(0, vol->nx, vol->voxel[0], vol->center[0]);
+  double y = clara_voxel_coord(iy, vol->ny, vol->voxel[1], vol->center[1]);
   double vx = vol->voxel[0];
   float cmax = (float)(s->cols + 1);
   (void)worker;
@@ -273,9 +268,9 @@ static clara_status bp3d_task(void *arg, size_t index, int worker) {
   int nzb = vol->nz - iz0 < ZBLOCK ? vol->nz - iz0 : ZBLOCK;
   size_t slice = (size_t)vol->nx * vol->ny;
   float *out = j->image + (size_t)iz0 * slice + (size_t)iy * vol->nx;
-  double x0 = world(0, vol->nx, vol->voxel[0], vol->center[0]);
-  double y = world(iy, vol->ny, vol->voxel[1], vol->center[1]);
-  double z0 = world(iz0, vol->nz, vol->voxel[2], vol->center[2]);
+  double x0 = clara_voxel_coord(0, vol->nx, vol->voxel[0], vol->center[0]);
+  double y = clara_voxel_coord(iy, vol->ny, vol->voxel[1], vol->center[1]);
+  double z0 = clara_voxel_coord(iz0, vol->nz, vol->voxel[2], vol->center[2]);
   double vx = vol->voxel[0];
   float cmax = (float)(s->cols + 1), rmax = (float)(s->rows + 1);
 #if CLARA_HAVE_AVX512_KERNELS
@@ -335,12 +330,12 @@ static clara_status finish_task(void *arg, size_t index, int worker) {
   const clara_volume *vol = &s->vol;
   int iy = (int)(index % (size_t)vol->ny);
   float *out = j->image + index * (size_t)vol->nx;
-  double y = world(iy, vol->ny, vol->voxel[1], vol->center[1]);
+  double y = clara_voxel_coord(iy, vol->ny, vol->voxel[1], vol->center[1]);
   float scale = (float)s->out_scale, offset = (float)s->out_offset;
   double r2 = s->fov_radius * s->fov_radius;
   (void)worker;
   for (int ix = 0; ix < vol->nx; ix++) {
-    double x = world(ix, vol->nx, vol->voxel[0], vol->center[0]);
+    double x = clara_voxel_coord(ix, vol->nx, vol->voxel[0], vol->center[0]);
     if (s->fov_radius >= 0 && x * x + y * y > r2)
       out[ix] = offset;
     else

@@ -49,10 +49,6 @@ static void make_ray(const clara_proj_setup *ps, int v, int r, int c, ray *ry) {
     ry->d[k] /= n;
 }
 
-static double first_world(int n, double vox, double ctr) {
-  return -0.5 * (n - 1) * vox + ctr;
-}
-
 /* Narrows [*lo, *hi] to the plane indices i where f = a*i + b lies in
  * (-1, n), the range where an interpolation tap can be inside. */
 static void clip(double a, double b, int n, double *lo, double *hi) {
@@ -86,9 +82,9 @@ static double walk(const clara_volume *vol, const ray *ry, int slice,
   long sp = px ? 1 : vol->nx, sq = px ? vol->nx : 1;
   long sz = (long)vol->nx * vol->ny;
   double vp = vol->voxel[p], vq = vol->voxel[q], vz = vol->voxel[2];
-  double p0 = first_world(np, vp, vol->center[p]);
-  double q0 = first_world(nq, vq, vol->center[q]);
-  double z0 = first_world(vol->nz, vz, vol->center[2]);
+  double p0 = clara_voxel_coord(0, np, vp, vol->center[p]);
+  double q0 = clara_voxel_coord(0, nq, vq, vol->center[q]);
+  double z0 = clara_voxel_coord(0, vol->nz, vz, vol->center[2]);
   double dp = ry->d[p];
   double step = vp / fabs(dp);
   /* t(i) = (p0 + i vp - s_p) / dp; fq(i) = (s_q + t d_q - q0) / vq */

@@ -242,13 +242,9 @@ typedef struct raster_job {
   int *lists;      /* per worker: count ellipsoid indices */
 } raster_job;
 
-static double axis_coord(int i, int n, double vox, double centre) {
-  return (i - 0.5 * (n - 1)) * vox + centre;
-}
-
 /* sample coordinate k (0..S-1) inside voxel i */
 static double sub_coord(int i, int k, int S, int n, double vox, double centre) {
-  return axis_coord(i, n, vox, centre) + ((k + 0.5) / S - 0.5) * vox;
+  return clara_voxel_coord(i, n, vox, centre) + ((k + 0.5) / S - 0.5) * vox;
 }
 
 static clara_status raster_row(void *arg, size_t index, int worker) {
@@ -263,8 +259,8 @@ static clara_status raster_row(void *arg, size_t index, int worker) {
   double *diff = acc + nx;
   int *list = job->lists + (size_t)worker * (size_t)ph->count;
   int nlist = 0;
-  double yc = axis_coord(iy, ny, vol->voxel[1], vol->center[1]);
-  double zc = axis_coord(iz, vol->nz, vol->voxel[2], vol->center[2]);
+  double yc = clara_voxel_coord(iy, ny, vol->voxel[1], vol->center[1]);
+  double zc = clara_voxel_coord(iz, vol->nz, vol->voxel[2], vol->center[2]);
   double hvy = 0.5 * vol->voxel[1], hvz = 0.5 * vol->voxel[2];
   double norm = 1.0 / ((double)S * S * nsz);
   float *out = job->image + index * (size_t)nx;
