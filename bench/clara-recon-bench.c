@@ -5,6 +5,7 @@
  *
  *   clara-recon-bench fbp [options]        (--help lists them)
  *   clara-recon-bench mr [options]         (MRI; mr --help)
+ *   clara-recon-bench denoise --model F    (CNN denoising; denoise --help)
  *
  * What is timed: plan creation once, then W warm-up executes and K timed
  * executes of the same plan into the same image buffer, each with
@@ -49,7 +50,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -107,6 +110,7 @@ static void usage(FILE *f) {
       f,
       "usage: " PROG " fbp [options]\n"
       "       " PROG " mr [options]    (" PROG " mr --help)\n"
+      "       " PROG " denoise --model FILE [options]  (denoise --help)\n"
       "\n"
       "Times FBP/FDK reconstruction of an analytic Shepp-Logan scan (or of a\n"
       "CT input file) and reports the error against the phantom.\n"
@@ -1187,10 +1191,467 @@ done:
   return ret;
 }
 
+/* ---- The denoise subcommand ---------------------------------------------- */
+
+/* clara-recon-bench denoise: times clara_denoise on a batch of noisy CT-like
+ * slices (a body ellipse of 40 HU with bone and lungs in air, Gaussian noise
+ * of 20 HU; the same every run), then runs the PyTorch peer
+ * (bench/peers/torch_denoise.py) on the same model file, input and thread
+ * count, and prints both times and their ratio. The model file is loaded
+ * once (timed separately), then W warm-up and K timed calls of
+ * clara_denoise on the same buffers. GFLOP/s counts the multiply-adds of a
+ * direct convolution (clara_denoiser_info.flops_per_pixel), whatever
+ * algorithm ran. Before a trained model exists, make a random one with
+ * python3 bench/peers/torch_denoise.py --write-random m.h5 --layers L
+ * --width C. */
+
+typedef struct dn_options {
+  const char *model;
+  int size, batch;
+  clara_backend backend;
+  int threads, repeat, warmup, json;
+  int fp16;
+  const char *peer; /* NULL: look for it */
+  int no_peer;
+} dn_options;
+
+static void dn_usage(FILE *f) {
+  fprintf(
+      f,
+      "usage: " PROG " denoise --model FILE [options]\n"
+      "\n"
+      "Times clara_denoise on noisy CT-like slices and compares with PyTorch\n"
+      "(bench/peers/torch_denoise.py) on the same model, input and threads.\n"
+      "\n"
+      "options:\n"
+      "  --model FILE     denoiser model file (HDF5, docs/FORMATS.md); for a\n"
+      "                   random one: python3 bench/peers/torch_denoise.py\n"
+      "                   --write-random FILE --layers L --width C\n"
+      "  --size N         N x N slices (default 512)\n"
+      "  --batch B        slices per call (default 1)\n"
+      "  --backend B      auto, cpu or cuda (default auto)\n"
+      "  --precision P    fp32 (default) or fp16 (GPU only)\n"
+      "  --threads T      worker threads, 0 = all online cores (default 0);\n"
+      "                   the peer gets the same number\n"
+      "  --repeat K       timed calls (default 5)\n"
+      "  --warmup W       untimed calls before them (default 1)\n"
+      "  --peer FILE      the peer script (default: $CLARA_RECON_PEERS/\n"
+      "                   torch_denoise.py, else bench/peers/ beside this\n"
+      "                   program or below the current directory)\n"
+      "  --no-peer        time the library only\n"
+      "  --json           print one JSON object instead of text\n"
+      "  --help\n");
+}
+
+static int dn_usage_error(const char *msg, const char *arg) {
+  fprintf(stderr, PROG " denoise: %s%s%s\n", msg, arg ? ": " : "",
+          arg ? arg : "");
+  dn_usage(stderr);
+  return 2;
+}
+
+static int dn_parse_args(int argc, char **argv, dn_options *o) {
+  memset(o, 0, sizeof *o);
+  o->size = 512;
+  o->batch = 1;
+  o->backend = CLARA_BACKEND_AUTO;
+  o->repeat = 5;
+  o->warmup = 1;
+  for (int i = 2; i < argc; i++) {
+    const char *name = argv[i], *val;
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+      dn_usage(stdout);
+      return 0;
+    }
+    if (strcmp(name, "--json") == 0) {
+      o->json = 1;
+      continue;
+    }
+    if (strcmp(name, "--no-peer") == 0) {
+      o->no_peer = 1;
+      continue;
+    }
+    if (strncmp(name, "--", 2) != 0)
+      return dn_usage_error("unexpected argument", name);
+    if (i + 1 >= argc)
+      return dn_usage_error("option needs a value", name);
+    val = argv[++i];
+    if (strcmp(name, "--model") == 0) {
+      o->model = val;
+    } else if (strcmp(name, "--peer") == 0) {
+      o->peer = val;
+    } else if (strcmp(name, "--size") == 0) {
+      if (parse_int(val, 1, 1 << 15, &o->size) != 0)
+        return dn_usage_error("invalid --size", val);
+    } else if (strcmp(name, "--batch") == 0) {
+      if (parse_int(val, 1, 1 << 16, &o->batch) != 0)
+        return dn_usage_error("invalid --batch", val);
+    } else if (strcmp(name, "--threads") == 0) {
+      if (parse_int(val, 0, 4096, &o->threads) != 0)
+        return dn_usage_error("invalid --threads", val);
+    } else if (strcmp(name, "--repeat") == 0) {
+      if (parse_int(val, 1, 1000000, &o->repeat) != 0)
+        return dn_usage_error("invalid --repeat", val);
+    } else if (strcmp(name, "--warmup") == 0) {
+      if (parse_int(val, 0, 1000000, &o->warmup) != 0)
+        return dn_usage_error("invalid --warmup", val);
+    } else if (strcmp(name, "--backend") == 0) {
+      if (clara_backend_parse(val, &o->backend) != CLARA_OK)
+        return dn_usage_error("unknown --backend (auto, cpu or cuda)", val);
+    } else if (strcmp(name, "--precision") == 0) {
+      if (strcmp(val, "fp32") == 0)
+        o->fp16 = 0;
+      else if (strcmp(val, "fp16") == 0)
+        o->fp16 = 1;
+      else
+        return dn_usage_error("unknown --precision (fp32 or fp16)", val);
+    } else {
+      return dn_usage_error("unknown option", name);
+    }
+  }
+  if (!o->model)
+    return dn_usage_error("--model FILE is required", NULL);
+  return -1;
+}
+
+/* Noisy CT-like slices in HU (deterministic). */
+static void dn_make_input(float *x, int n, int batch) {
+  uint64_t s = 0x2545F4914F6CDD1Dull;
+  for (int z = 0; z < batch; z++)
+    for (int iy = 0; iy < n; iy++)
+      for (int ix = 0; ix < n; ix++) {
+        double u = (ix - 0.5 * n) / (0.42 * n), v = (iy - 0.5 * n) / (0.32 * n);
+        double lu = (fabs(u) - 0.45) / 0.3, lv = v / 0.55;
+        double r1, r2, hu;
+        if (u * u + v * v >= 1.0)
+          hu = -1000.0;
+        else if (u * u + v * v > 0.85)
+          hu = 60.0; /* skin and muscle */
+        else if (lu * lu + lv * lv < 1.0)
+          hu = -850.0; /* lungs */
+        else if (u * u / 0.01 + (v + 0.6) * (v + 0.6) / 0.02 < 1.0)
+          hu = 900.0; /* spine */
+        else
+          hu = 40.0;
+        /* Box-Muller on a 64-bit LCG */
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        r1 = ((double)(s >> 11) + 0.5) / 9007199254740992.0;
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        r2 = ((double)(s >> 11) + 0.5) / 9007199254740992.0;
+        hu += 20.0 * sqrt(-2.0 * log(r1)) * cos(2.0 * M_PI * r2);
+        x[((size_t)z * n + iy) * n + ix] = (float)hu;
+      }
+}
+
+static int file_exists(const char *p) {
+  FILE *f = fopen(p, "r");
+  if (!f)
+    return 0;
+  fclose(f);
+  return 1;
+}
+
+/* Finds the peer script: --peer, $CLARA_RECON_PEERS, peers/ beside argv[0]
+ * or beside its directory (an in-tree build), ./bench/peers. */
+static int dn_find_peer(const dn_options *o, const char *argv0, char *buf,
+                        size_t len) {
+  const char *env = getenv("CLARA_RECON_PEERS");
+  const char *slash = strrchr(argv0, '/');
+  if (o->peer) {
+    snprintf(buf, len, "%s", o->peer);
+    return file_exists(buf);
+  }
+  if (env && *env) {
+    snprintf(buf, len, "%s/torch_denoise.py", env);
+    if (file_exists(buf))
+      return 1;
+  }
+  if (slash) {
+    snprintf(buf, len, "%.*s/peers/torch_denoise.py", (int)(slash - argv0),
+             argv0);
+    if (file_exists(buf))
+      return 1;
+    /* libtool runs the real program from .libs/ */
+    snprintf(buf, len, "%.*s/../peers/torch_denoise.py", (int)(slash - argv0),
+             argv0);
+    if (file_exists(buf))
+      return 1;
+  }
+  snprintf(buf, len, "bench/peers/torch_denoise.py");
+  return file_exists(buf);
+}
+
+static int dn_write_raw(const char *path, const float *x, size_t n) {
+  FILE *f = fopen(path, "wb");
+  int ok = f && fwrite(x, sizeof *x, n, f) == n;
+  if (f && fclose(f) != 0)
+    ok = 0;
+  return ok ? 0 : -1;
+}
+
+/* Reads a number after "key": in a one-line JSON object; NAN if absent. */
+static double json_get(const char *js, const char *key) {
+  char pat[64];
+  const char *p;
+  snprintf(pat, sizeof pat, "\"%s\": ", key);
+  p = strstr(js, pat);
+  if (!p)
+    return NAN;
+  p += strlen(pat);
+  if (strncmp(p, "null", 4) == 0)
+    return NAN;
+  return strtod(p, NULL);
+}
+
+/* Quotes s for a POSIX shell. */
+static void shell_quote(char *dst, size_t len, const char *s) {
+  size_t k = 0;
+  if (len < 3)
+    return;
+  dst[k++] = '\'';
+  for (; *s && k + 6 < len; s++) {
+    if (*s == '\'') {
+      memcpy(dst + k, "'\\''", 4);
+      k += 4;
+    } else {
+      dst[k++] = *s;
+    }
+  }
+  dst[k++] = '\'';
+  dst[k] = '\0';
+}
+
+/* Runs the peer; fills 'line' with its JSON. Returns its exit status, or
+ * -1 when it could not run. */
+static int dn_run_peer(const char *peer, const dn_options *o, int threads,
+                       const char *in_path, const char *ours_path, char *line,
+                       size_t len) {
+  char cmd[8192], qp[1200], qm[1200], qi[1200], qo[1200];
+  FILE *p;
+  int st;
+  shell_quote(qp, sizeof qp, peer);
+  shell_quote(qm, sizeof qm, o->model);
+  shell_quote(qi, sizeof qi, in_path);
+  shell_quote(qo, sizeof qo, ours_path);
+  snprintf(cmd, sizeof cmd,
+           "python3 %s --model %s --size %d --batch %d --threads %d "
+           "--repeat %d --warmup %d --input %s --ours %s --json",
+           qp, qm, o->size, o->batch, threads, o->repeat,
+           o->warmup > 2 ? o->warmup : 2, qi, qo);
+  p = popen(cmd, "r");
+  if (!p)
+    return -1;
+  line[0] = '\0';
+  {
+    char buf[4096];
+    while (fgets(buf, sizeof buf, p))
+      if (buf[0] == '{')
+        snprintf(line, len, "%s", buf);
+      else if (!o->json)
+        fputs(buf, stdout); /* a SKIP message or a warning */
+  }
+  st = pclose(p);
+  if (st == -1)
+    return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int dn_bench(const dn_options *o, const char *argv0) {
+  clara_context_options copts;
+  clara_context *ctx = NULL;
+  clara_denoiser *d = NULL;
+  clara_denoiser_info info;
+  float *in = NULL, *out = NULL;
+  double *times = NULL, t0, load_ms, cold_ms = NAN, med, tmin, tmax, mps,
+         gflops;
+  double peer_ms = NAN, ratio = NAN, peer_diff = NAN, peer_l2 = NAN;
+  size_t n = (size_t)o->size * (size_t)o->size * (size_t)o->batch;
+  char peer[4096], line[8192] = "", in_path[64] = "", out_path[64] = "";
+  int peer_status = -2, threads, ret = 1;
+  clara_status st;
+
+  in =
+      alloc_floats((size_t)o->batch, (size_t)o->size, (size_t)o->size, "input");
+  out = alloc_floats((size_t)o->batch, (size_t)o->size, (size_t)o->size,
+                     "output");
+  times = malloc(sizeof *times * (size_t)o->repeat);
+  if (!in || !out || !times)
+    goto done;
+  dn_make_input(in, o->size, o->batch);
+
+  clara_context_options_init(&copts);
+  copts.backend = o->backend;
+  copts.threads = o->threads;
+  st = clara_context_create(&copts, &ctx);
+  if (st != CLARA_OK) {
+    ret = lib_error("clara_context_create", st);
+    goto done;
+  }
+  threads = clara_context_threads(ctx);
+  t0 = now_ms();
+  st = clara_denoiser_load(ctx, o->model, &d);
+  if (st == CLARA_OK && o->fp16)
+    st = clara_denoiser_set_precision(d, CLARA_PRECISION_FP16);
+  load_ms = now_ms() - t0;
+  if (st != CLARA_OK) {
+    ret = lib_error("clara_denoiser_load", st);
+    goto done;
+  }
+  clara_denoiser_get_info(d, &info);
+  for (int r = 0; r < o->warmup + o->repeat; r++) {
+    double dt;
+    t0 = now_ms();
+    st = clara_denoise(d, in, out, o->size, o->size, o->batch);
+    dt = now_ms() - t0;
+    if (st != CLARA_OK) {
+      ret = lib_error("clara_denoise", st);
+      goto done;
+    }
+    if (r == 0)
+      cold_ms = dt;
+    if (r >= o->warmup)
+      times[r - o->warmup] = dt;
+  }
+  qsort(times, (size_t)o->repeat, sizeof *times, cmp_double);
+  med = o->repeat % 2 ? times[o->repeat / 2]
+                      : 0.5 * (times[o->repeat / 2 - 1] + times[o->repeat / 2]);
+  tmin = times[0];
+  tmax = times[o->repeat - 1];
+  mps = (double)n / (med * 1e-3) / 1e6;
+  gflops = info.flops_per_pixel * (double)n / (med * 1e-3) / 1e9;
+
+  if (!o->no_peer) {
+    if (!dn_find_peer(o, argv0, peer, sizeof peer)) {
+      peer_status = -1;
+      if (!o->json)
+        fprintf(stderr,
+                PROG ": note: bench/peers/torch_denoise.py not found "
+                     "(--peer FILE or CLARA_RECON_PEERS); no comparison\n");
+    } else {
+      const char *tmp = getenv("TMPDIR");
+      int fd1, fd2;
+      if (!tmp || !*tmp || strlen(tmp) > 40)
+        tmp = "/tmp";
+      snprintf(in_path, sizeof in_path, "%s/clara-dn-in-XXXXXX", tmp);
+      snprintf(out_path, sizeof out_path, "%s/clara-dn-out-XXXXXX", tmp);
+      fd1 = mkstemp(in_path);
+      fd2 = mkstemp(out_path);
+      if (fd1 >= 0)
+        close(fd1);
+      if (fd2 >= 0)
+        close(fd2);
+      if (fd1 < 0 || fd2 < 0 || dn_write_raw(in_path, in, n) != 0 ||
+          dn_write_raw(out_path, out, n) != 0) {
+        fprintf(stderr, PROG ": cannot write the peer's input in %s: %s\n", tmp,
+                strerror(errno));
+        goto done;
+      }
+      peer_status =
+          dn_run_peer(peer, o, threads, in_path, out_path, line, sizeof line);
+      if (peer_status == 0 && line[0]) {
+        peer_ms = json_get(line, "median_ms");
+        peer_diff = json_get(line, "max_rel_diff");
+        peer_l2 = json_get(line, "rel_l2");
+        ratio = peer_ms / med;
+      }
+    }
+  }
+
+  if (o->json) {
+    printf("{\"tool\": \"" PROG "\", \"version\": ");
+    json_string(clara_version());
+    printf(", \"mode\": \"denoise\", \"model\": ");
+    json_string(o->model);
+    printf(", \"architecture\": ");
+    json_string(info.architecture);
+    printf(", \"layers\": %d, \"max_channels\": %d, \"parameters\": %lld, "
+           "\"flops_per_pixel\": ",
+           info.layers, info.max_channels, info.parameters);
+    json_number(info.flops_per_pixel);
+    printf(", \"size\": %d, \"batch\": %d, \"backend\": ", o->size, o->batch);
+    json_string(clara_backend_name(clara_context_backend(ctx)));
+    printf(", \"precision\": \"%s\", \"threads\": %d, \"load_ms\": ",
+           o->fp16 ? "fp16" : "fp32", threads);
+    json_number(load_ms);
+    printf(", \"cold_ms\": ");
+    json_number(cold_ms);
+    printf(", \"median_ms\": ");
+    json_number(med);
+    printf(", \"min_ms\": ");
+    json_number(tmin);
+    printf(", \"max_ms\": ");
+    json_number(tmax);
+    printf(", \"repeat\": %d, \"warmup\": %d, \"megapixels_per_s\": ",
+           o->repeat, o->warmup);
+    json_number(mps);
+    printf(", \"gflops\": ");
+    json_number(gflops);
+    printf(", \"peer\": ");
+    if (line[0]) {
+      size_t k = strlen(line);
+      while (k && (line[k - 1] == '\n' || line[k - 1] == '\r'))
+        line[--k] = '\0';
+      fputs(line, stdout);
+    } else {
+      printf("null");
+    }
+    printf(", \"peer_status\": %d, \"speedup_vs_peer\": ", peer_status);
+    json_number(ratio);
+    printf("}\n");
+  } else {
+    printf(PROG " %s: denoise %s (%s, %d layers, up to %d channels, %.0f "
+                "flop/pixel), %d x %d x %d\n",
+           clara_version(), o->model, info.architecture, info.layers,
+           info.max_channels, info.flops_per_pixel, o->batch, o->size, o->size);
+    printf("  backend %s, threads %d, precision %s\n",
+           clara_backend_name(clara_context_backend(ctx)), threads,
+           o->fp16 ? "fp16" : "fp32");
+    printf("  load:     %.2f ms\n", load_ms);
+    printf("  execute:  median %.2f ms, min %.2f ms, max %.2f ms (%d runs "
+           "after %d warm-up; first run %.2f ms)\n",
+           med, tmin, tmax, o->repeat, o->warmup, cold_ms);
+    printf("  rate:     %.2f megapixels/s, %.1f GFLOP/s (direct-convolution "
+           "count)\n",
+           mps, gflops);
+    if (peer_status == 0 && isfinite(peer_ms)) {
+      printf("  torch:    median %.2f ms, same model, input and threads (%s)\n",
+             peer_ms, peer);
+      printf("  ratio:    %.2fx faster than PyTorch; outputs: max |diff| / "
+             "max |torch| %.2e, rel L2 %.2e\n",
+             ratio, peer_diff, peer_l2);
+    } else if (peer_status == 77) {
+      printf("  torch:    skipped (the peer's modules are missing)\n");
+    } else if (peer_status != -2 && peer_status != -1) {
+      printf("  torch:    the peer failed (exit status %d)\n", peer_status);
+    }
+  }
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, PROG ": error writing the output: %s\n", strerror(errno));
+    goto done;
+  }
+  ret = peer_status > 0 && peer_status != 77 ? 1 : 0;
+done:
+  if (in_path[0])
+    unlink(in_path);
+  if (out_path[0])
+    unlink(out_path);
+  clara_denoiser_destroy(d);
+  clara_context_destroy(ctx);
+  free(in);
+  free(out);
+  free(times);
+  return ret;
+}
+
 int main(int argc, char **argv) {
   options o;
   run r;
   int ret;
+  if (argc >= 2 && strcmp(argv[1], "denoise") == 0) {
+    dn_options dn;
+    ret = dn_parse_args(argc, argv, &dn);
+    return ret >= 0 ? ret : dn_bench(&dn, argv[0]);
+  }
   if (argc >= 2 && strcmp(argv[1], "mr") == 0) {
     mr_options mo;
     ret = mr_parse_args(argc, argv, &mo);

@@ -611,6 +611,81 @@ CLARA_API clara_status clara_mr_file_reference(const clara_mr_file *file,
                                                int *slices, int *ny, int *nx,
                                                const float **rss);
 
+/* What an MR file's ISMRMRD XML header (ISMRMRD's /dataset/xml, fastMRI's
+ * /ismrmrd_header) says about the patient, the study, the scanner and the
+ * sequence, for a caller that writes DICOM headers or shows them; the
+ * element read is named after each field (ISMRMRD schema names, below
+ * subjectInformation, studyInformation, measurementInformation,
+ * acquisitionSystemInformation, sequenceParameters and encoding).
+ *
+ * Strings are UTF-8, copied as the file has them with the white space
+ * around them removed (dates stay xs:date "YYYY-MM-DD", times xs:time
+ * "HH:MM:SS[.ffffff]", possibly with a time zone), and cut at a character
+ * boundary when longer than their array; "" when the element is absent.
+ * Numbers are 0 when absent, not a number or not finite. These fields are
+ * informational: none of them makes clara_mr_file_open fail, and none is
+ * checked against DICOM's rules (value lengths, character sets, UID
+ * syntax), which is the caller's to do. */
+typedef struct clara_mr_study {
+  int has_header; /* 1: the file has an XML header (else all is empty) */
+
+  /* subjectInformation */
+  char patient_name[256];      /* patientName, e.g. "Doe^Jane" */
+  char patient_id[128];        /* patientID */
+  char patient_birth_date[32]; /* patientBirthdate (xs:date) */
+  char patient_sex[8];         /* patientGender: "M", "F" or "O" */
+  double patient_weight_kg;    /* patientWeight_kg */
+
+  /* studyInformation */
+  char study_date[32];           /* studyDate (xs:date) */
+  char study_time[32];           /* studyTime (xs:time) */
+  char study_id[128];            /* studyID */
+  char study_instance_uid[128];  /* studyInstanceUID */
+  char accession_number[32];     /* accessionNumber (xs:long), as text */
+  char referring_physician[256]; /* referringPhysicianName */
+  char study_description[256];   /* studyDescription */
+  char body_part[64];            /* bodyPartExamined */
+
+  /* measurementInformation */
+  char series_date[32];             /* seriesDate (xs:date) */
+  char series_time[32];             /* seriesTime (xs:time) */
+  char patient_position[16];        /* patientPosition, e.g. "HFS" */
+  char protocol_name[256];          /* protocolName */
+  char sequence_name[128];          /* sequenceName */
+  char series_description[256];     /* seriesDescription */
+  char frame_of_reference_uid[128]; /* frameOfReferenceUID */
+
+  /* acquisitionSystemInformation */
+  char manufacturer[128];       /* systemVendor */
+  char manufacturer_model[128]; /* systemModel */
+  char institution_name[256];   /* institutionName */
+  char station_name[128];       /* stationName */
+  double field_strength_t;      /* systemFieldStrength_T, tesla */
+
+  /* sequenceParameters: the first value of each list */
+  double tr_ms;           /* TR, ms */
+  double te_ms;           /* TE, ms */
+  double ti_ms;           /* TI, ms */
+  double flip_angle_deg;  /* flipAngle_deg */
+  char sequence_type[64]; /* sequence_type, e.g. "GRE", "TSE" */
+
+  /* The <encoding> that dataset 'index' comes from (for fastMRI, the
+   * first). The pixel spacing of an image reconstructed from the encoded
+   * matrix is encoded_fov_mm / the dataset's nx, ny, nz (its geometry). */
+  double encoded_fov_mm[3]; /* encodedSpace/fieldOfView_mm x, y, z */
+  int encoded_matrix[3];    /* encodedSpace/matrixSize x, y, z */
+  double recon_fov_mm[3];   /* reconSpace/fieldOfView_mm */
+  int recon_matrix[3];      /* reconSpace/matrixSize */
+  int echo_train_length;    /* echoTrainLength */
+} clara_mr_study;
+
+/* Fills *out from the header of 'file', the encoding part for dataset
+ * 'index'. A file without a header (a fastMRI file may have none) gives
+ * has_header 0 and everything else empty. Errors: CLARA_ERR_INVALID_ARG
+ * (NULL, index out of range). */
+CLARA_API clara_status clara_mr_file_study(const clara_mr_file *file, int index,
+                                           clara_mr_study *out);
+
 /* Writes kspace[slices][coils][nz][ky][kx] (complex) as an ISMRMRD file
  * that the ISMRMRD library and tools read (and clara_mr_file_open reads
  * back exactly), replacing any file at 'path': /dataset/xml with one
@@ -657,6 +732,113 @@ CLARA_API clara_status clara_mr_file_write_ismrmrd(
 CLARA_API clara_status clara_mr_phantom_kspace(const clara_mr_geometry *geom,
                                                double fov_mm, int coil_maps,
                                                float *kspace, float *maps);
+
+/* ------------------------------------------------------------------------ */
+/* AI denoising                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A trained CNN that removes noise from reconstructed 2D slices: a chain of
+ * 3x3 convolutions with ReLUs (docs/FORMATS.md gives the file format, and
+ * models/README.md the shipped models and their measured effect). It runs on
+ * the context's backend: on the CPU with Winograd F(4x4,3x3) convolutions,
+ * multithreaded; on the GPU in the CUDA plugin. Volumes are denoised slice
+ * by slice (each [ny][nx] plane independently). */
+typedef struct clara_denoiser_s clara_denoiser;
+
+typedef enum clara_modality {
+  CLARA_MODALITY_CT = 1, /* works in Hounsfield units */
+  CLARA_MODALITY_MR = 2  /* works on magnitude images of any scale */
+} clara_modality;
+
+/* "ct", "mr". */
+CLARA_API const char *clara_modality_name(clara_modality modality);
+
+/* Arithmetic of the GPU backend. FP16 stores activations and weights in
+ * half precision and accumulates in float; bench/RESULTS.md gives its error
+ * against FP32. The CPU backend runs FP32 only. */
+typedef enum clara_precision {
+  CLARA_PRECISION_FP32 = 0, /* default */
+  CLARA_PRECISION_FP16 = 1
+} clara_precision;
+
+/* Loads and validates a model file and prepares it on ctx's backend (the
+ * CPU transforms the weights for Winograd; the GPU uploads them). The
+ * denoiser keeps a pointer to ctx, which must outlive it. Errors:
+ * CLARA_ERR_INVALID_ARG (NULL), CLARA_ERR_IO (missing, unreadable, not HDF5,
+ * truncated), CLARA_ERR_FORMAT (anything in the file that breaks the
+ * format: missing objects, wrong types or shapes, NaN weights),
+ * CLARA_ERR_UNSUPPORTED (a format version this build cannot read),
+ * CLARA_ERR_OUT_OF_MEMORY. *out is NULL on failure. */
+CLARA_API clara_status clara_denoiser_load(clara_context *ctx,
+                                           const char *path,
+                                           clara_denoiser **out);
+
+/* Loads a model shipped with the library by name: "ct" (ct-denoise.h5) or
+ * "mr" (mr-denoise.h5), from the directory in the environment variable
+ * CLARA_RECON_MODELS if it is set, else from the installed models
+ * directory (<prefix>/share/clara-recon/models). The message of a failure
+ * names the path tried. Errors as clara_denoiser_load, plus
+ * CLARA_ERR_INVALID_ARG for an unknown name. */
+CLARA_API clara_status clara_denoiser_load_shipped(clara_context *ctx,
+                                                   const char *name,
+                                                   clara_denoiser **out);
+
+typedef struct clara_denoiser_info {
+  clara_modality modality;
+  char architecture[32];   /* from the file, e.g. "dncnn" */
+  char units[16];          /* the units it expects, e.g. "HU", or "" */
+  int layers;              /* 3x3 convolutions */
+  int max_channels;        /* the widest layer */
+  int receptive_field;     /* 2 layers + 1: the smallest nx and ny accepted */
+  int residual;            /* 1: the net predicts the noise */
+  long long parameters;    /* weights and biases */
+  double flops_per_pixel;  /* multiply-adds x 2 of one output pixel */
+  char training_data[256]; /* /provenance @ training_data, or "" */
+} clara_denoiser_info;
+
+CLARA_API clara_status clara_denoiser_get_info(const clara_denoiser *d,
+                                               clara_denoiser_info *info);
+
+/* Selects the arithmetic (default FP32). Rebuilds the backend's state, so
+ * call it before the denoiser is used, never while another thread runs it.
+ * Errors: CLARA_ERR_INVALID_ARG, CLARA_ERR_UNSUPPORTED (FP16 on the CPU). */
+CLARA_API clara_status clara_denoiser_set_precision(clara_denoiser *d,
+                                                    clara_precision precision);
+
+/* Denoises 'nslices' slices of ny x nx ([nslices][ny][nx], host memory)
+ * from 'in' into 'out'; in == out (in place) is allowed, other overlaps are
+ * not. Safe to call concurrently on one denoiser with distinct outputs.
+ * Errors: CLARA_ERR_INVALID_ARG (NULL, sizes <= 0 or overflowing, nx or ny
+ * smaller than the receptive field, a NaN or infinite pixel, named by its
+ * index: then 'out' is not written), CLARA_ERR_OUT_OF_MEMORY,
+ * CLARA_ERR_CANCELLED (the context's progress callback). */
+CLARA_API clara_status clara_denoise(const clara_denoiser *d, const float *in,
+                                     float *out, int nx, int ny, int nslices);
+
+/* As clara_denoise on device pointers of the denoiser's CUDA context (the
+ * image never leaves the GPU). A non-finite pixel is reported as
+ * CLARA_ERR_INVALID_ARG without its index. Errors as clara_denoise, plus
+ * CLARA_ERR_UNSUPPORTED on a CPU context and CLARA_ERR_DEVICE. */
+CLARA_API clara_status clara_denoise_device(const clara_denoiser *d,
+                                            const float *d_in, float *d_out,
+                                            int nx, int ny, int nslices);
+
+/* Releases the caller's reference. Plans that the denoiser is attached to
+ * keep their own, so it may be destroyed right after being attached. NULL
+ * is a no-op. */
+CLARA_API void clara_denoiser_destroy(clara_denoiser *d);
+
+/* Attaches a denoiser to a plan (NULL detaches): from then on execute
+ * returns denoised images, on the GPU without leaving the device. The plan
+ * takes a reference. The denoiser must belong to the plan's context. A CT
+ * plan needs a CT model and HU output (mu_water > 0 in its options); an MR
+ * plan needs an MR model and magnitude output (output_complex 0).
+ * Mismatches are CLARA_ERR_INVALID_ARG with the reason. Not thread-safe
+ * against executions of the same plan. */
+CLARA_API clara_status clara_fbp_plan_set_denoiser(clara_fbp_plan *plan,
+                                                   clara_denoiser *d);
+CLARA_API clara_status clara_mr_plan_set_denoiser(clara_mr_plan *plan,
+                                                  clara_denoiser *d);
 
 /* ------------------------------------------------------------------------ */
 /* DICOM-ready output                                                        */
@@ -706,6 +888,28 @@ CLARA_API clara_status clara_dicom_ready_ct(const float *hu, size_t n,
 CLARA_API clara_status clara_dicom_ready_scaled(const float *image, size_t n,
                                                 int16_t *stored,
                                                 clara_dicom_scaling *out);
+
+/* Where slice 'slice' of a volume lies, in the terms of the DICOM Image
+ * Plane module. The volume's axes are taken as the patient's (DICOM LPS:
+ * +x towards the patient's left, +y posterior, +z superior), which is what
+ * a supine, head-first patient on a scanner whose +z points to the head
+ * gives; a vendor that knows another patient position maps the axes
+ * itself. Rows run along +x and columns along +y, so the orientation is
+ * [1 0 0 0 1 0]; positions are the centre of the slice's first pixel
+ * (ix = iy = 0), from the clara_volume convention. */
+typedef struct clara_dicom_plane {
+  double pixel_spacing[2]; /* PixelSpacing: [row spacing (vy), col (vx)] */
+  double slice_thickness;  /* SliceThickness and SpacingBetweenSlices: vz */
+  double orientation[6];   /* ImageOrientationPatient */
+  double position[3];      /* ImagePositionPatient, mm */
+  double slice_location;   /* SliceLocation: the slice's z, mm */
+} clara_dicom_plane;
+
+/* Fills *out for slice 'slice' (0 .. nz-1) of 'vol'. Errors:
+ * CLARA_ERR_INVALID_ARG (NULL, sizes <= 0, a voxel size that is not finite
+ * and > 0, a centre that is not finite, slice out of range). */
+CLARA_API clara_status clara_dicom_plane_of(const clara_volume *vol,
+                                            int slice, clara_dicom_plane *out);
 
 /* ------------------------------------------------------------------------ */
 /* Files (HDF5; layout in docs/FORMATS.md)                                   */

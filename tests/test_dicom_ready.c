@@ -226,6 +226,50 @@ START_TEST(null_and_empty) {
 }
 END_TEST
 
+/* Slice positions against the clara_volume convention, worked by hand: 4
+ * voxels of 0.5 mm centred on 10 put the first at 10 - 1.5 * 0.5 = 9.25. */
+START_TEST(plane_positions) {
+  clara_volume v;
+  clara_dicom_plane p;
+  memset(&v, 0, sizeof v);
+  v.nx = 4;
+  v.ny = 6;
+  v.nz = 3;
+  v.voxel[0] = 0.5;
+  v.voxel[1] = 0.75;
+  v.voxel[2] = 2.0;
+  v.center[0] = 10;
+  v.center[1] = -3;
+  v.center[2] = 100;
+  ck_assert_int_eq(clara_dicom_plane_of(&v, 2, &p), CLARA_OK);
+  ck_assert_double_eq(p.pixel_spacing[0], 0.75); /* rows: along y */
+  ck_assert_double_eq(p.pixel_spacing[1], 0.5);
+  ck_assert_double_eq(p.slice_thickness, 2.0);
+  ck_assert_double_eq(p.position[0], 9.25);
+  ck_assert_double_eq(p.position[1], -3 - 2.5 * 0.75);
+  ck_assert_double_eq(p.position[2], 102.0);
+  ck_assert_double_eq(p.slice_location, 102.0);
+  ck_assert_double_eq(p.orientation[0], 1);
+  ck_assert_double_eq(p.orientation[4], 1);
+  ck_assert_double_eq(fabs(p.orientation[1]) + fabs(p.orientation[2]) +
+                          fabs(p.orientation[3]) + fabs(p.orientation[5]),
+                      0);
+  ck_assert_int_eq(clara_dicom_plane_of(&v, 0, &p), CLARA_OK);
+  ck_assert_double_eq(p.position[2], 98.0);
+  ck_assert_int_eq(clara_dicom_plane_of(&v, 3, &p), CLARA_ERR_INVALID_ARG);
+  ck_assert(has("slice: must be in 0..2, got 3"));
+  ck_assert_int_eq(clara_dicom_plane_of(&v, -1, &p), CLARA_ERR_INVALID_ARG);
+  ck_assert_int_eq(clara_dicom_plane_of(NULL, 0, &p), CLARA_ERR_INVALID_ARG);
+  ck_assert_int_eq(clara_dicom_plane_of(&v, 0, NULL), CLARA_ERR_INVALID_ARG);
+  v.voxel[2] = NAN;
+  ck_assert_int_eq(clara_dicom_plane_of(&v, 0, &p), CLARA_ERR_INVALID_ARG);
+  ck_assert(has("vol->voxel[2]: must be finite and > 0"));
+  v.voxel[2] = 1;
+  v.nz = 0;
+  ck_assert_int_eq(clara_dicom_plane_of(&v, 0, &p), CLARA_ERR_INVALID_ARG);
+}
+END_TEST
+
 int main(void) {
   Suite *su = suite_create("dicom_ready");
   TCase *t = tcase_create("dicom_ready");
@@ -240,6 +284,7 @@ int main(void) {
   tcase_add_test(t, scaled_all_zero);
   tcase_add_test(t, scaled_nonfinite_refused);
   tcase_add_test(t, null_and_empty);
+  tcase_add_test(t, plane_positions);
   suite_add_tcase(su, t);
   sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);

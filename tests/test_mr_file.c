@@ -1232,6 +1232,219 @@ START_TEST(test_shepp_logan_accelerated) {
 }
 END_TEST
 
+/* ---- patient, study and acquisition facts (clara_mr_file_study) --------- */
+
+/* A full ISMRMRD header: every element clara_mr_study reads, with white
+ * space to trim, a UTF-8 name, a list of TEs (the first counts), a number
+ * that is not one, and two encodings of different fields of view. */
+static const char study_xml[] =
+    "<?xml version=\"1.0\"?>\n"
+    "<ismrmrdHeader xmlns=\"http://www.ismrm.org/ISMRMRD\">"
+    "<subjectInformation>"
+    "<patientName>  M\xc3\xbcller^J\xc3\xb6rg \n</patientName>"
+    "<patientWeight_kg>heavy</patientWeight_kg>"
+    "<patientID>PID-0042</patientID>"
+    "<patientBirthdate>1970-01-31</patientBirthdate>"
+    "<patientGender>M</patientGender>"
+    "</subjectInformation>"
+    "<studyInformation>"
+    "<studyDate>2024-03-05</studyDate><studyTime>14:15:16.5</studyTime>"
+    "<studyID>ST7</studyID><accessionNumber>123456789012</accessionNumber>"
+    "<referringPhysicianName>House^Gregory</referringPhysicianName>"
+    "<studyDescription>Knee research</studyDescription>"
+    "<studyInstanceUID>1.2.826.0.1.3680043.8.498.1</studyInstanceUID>"
+    "<bodyPartExamined>KNEE</bodyPartExamined>"
+    "</studyInformation>"
+    "<measurementInformation><measurementID>m1</measurementID>"
+    "<seriesDate>2024-03-05</seriesDate><seriesTime>14:20:00</seriesTime>"
+    "<patientPosition>FFS</patientPosition>"
+    "<protocolName>t1_tse_cor</protocolName>"
+    "<sequenceName>*tse2d1_5</sequenceName>"
+    "<seriesDescription>T1 coronal</seriesDescription>"
+    "<frameOfReferenceUID>1.2.826.0.1.3680043.8.498.2</frameOfReferenceUID>"
+    "</measurementInformation>"
+    "<acquisitionSystemInformation><systemVendor>ACME</systemVendor>"
+    "<systemModel>Magnet 3000</systemModel>"
+    "<systemFieldStrength_T>2.89362</systemFieldStrength_T>"
+    "<receiverChannels>2</receiverChannels>"
+    "<institutionName>St. Elsewhere</institutionName>"
+    "<stationName>MR1</stationName></acquisitionSystemInformation>"
+    "<experimentalConditions><H1resonanceFrequency_Hz>123200000"
+    "</H1resonanceFrequency_Hz></experimentalConditions>"
+    "<encoding><encodedSpace><matrixSize><x>8</x><y>6</y><z>1</z>"
+    "</matrixSize><fieldOfView_mm><x>240</x><y>180</y><z>3.5</z>"
+    "</fieldOfView_mm></encodedSpace>"
+    "<reconSpace><matrixSize><x>4</x><y>6</y><z>1</z></matrixSize>"
+    "<fieldOfView_mm><x>120</x><y>180</y><z>3</z></fieldOfView_mm>"
+    "</reconSpace><trajectory>cartesian</trajectory>"
+    "<echoTrainLength>5</echoTrainLength></encoding>"
+    "<encoding><encodedSpace><matrixSize><x>8</x><y>6</y><z>1</z>"
+    "</matrixSize><fieldOfView_mm><x>100</x><y>60</y><z>2</z>"
+    "</fieldOfView_mm></encodedSpace>"
+    "<reconSpace><matrixSize><x>8</x><y>6</y><z>1</z></matrixSize>"
+    "<fieldOfView_mm><x>100</x><y>60</y><z>2</z></fieldOfView_mm>"
+    "</reconSpace><trajectory>cartesian</trajectory></encoding>"
+    "<sequenceParameters><TR>500</TR><TE>12.5</TE><TE>40</TE><TI>inf</TI>"
+    "<flipAngle_deg>150</flipAngle_deg><sequence_type>TSE</sequence_type>"
+    "</sequenceParameters>"
+    "</ismrmrdHeader>\n";
+
+START_TEST(test_ismrmrd_study) {
+  char path[512], xml[8192];
+  t_acq a[2 * NY];
+  int n = 0;
+  clara_mr_file *f;
+  clara_mr_study st;
+  clara_mr_geometry g;
+
+  /* dataset 0 from encoding 0, dataset 1 from encoding 1 */
+  for (int y = 0; y < NY; y++)
+    acq_set(&a[n++], 1 + y, 0, NX, CH, NX / 2, y);
+  for (int y = 0; y < NY; y++) {
+    acq_set(&a[n], 20 + y, 0, NX, CH, NX / 2, y);
+    a[n++].head.encoding_space_ref = 1;
+  }
+  tpath(path, sizeof path, "study.h5");
+  write_ismrmrd(path, study_xml, a, n);
+  acqs_free(a, n);
+  f = open_ok(path);
+  ck_assert_int_eq(clara_mr_file_count(f), 2);
+  memset(&st, 0x55, sizeof st);
+  ASSERT_STATUS(clara_mr_file_study(f, 0, &st), CLARA_OK);
+  ck_assert_int_eq(st.has_header, 1);
+  ck_assert_str_eq(st.patient_name, "M\xc3\xbcller^J\xc3\xb6rg");
+  ck_assert_str_eq(st.patient_id, "PID-0042");
+  ck_assert_str_eq(st.patient_birth_date, "1970-01-31");
+  ck_assert_str_eq(st.patient_sex, "M");
+  ck_assert(st.patient_weight_kg == 0); /* "heavy" is not a number */
+  ck_assert_str_eq(st.study_date, "2024-03-05");
+  ck_assert_str_eq(st.study_time, "14:15:16.5");
+  ck_assert_str_eq(st.study_id, "ST7");
+  ck_assert_str_eq(st.accession_number, "123456789012");
+  ck_assert_str_eq(st.referring_physician, "House^Gregory");
+  ck_assert_str_eq(st.study_description, "Knee research");
+  ck_assert_str_eq(st.study_instance_uid, "1.2.826.0.1.3680043.8.498.1");
+  ck_assert_str_eq(st.body_part, "KNEE");
+  ck_assert_str_eq(st.series_date, "2024-03-05");
+  ck_assert_str_eq(st.series_time, "14:20:00");
+  ck_assert_str_eq(st.patient_position, "FFS");
+  ck_assert_str_eq(st.protocol_name, "t1_tse_cor");
+  ck_assert_str_eq(st.sequence_name, "*tse2d1_5");
+  ck_assert_str_eq(st.series_description, "T1 coronal");
+  ck_assert_str_eq(st.frame_of_reference_uid, "1.2.826.0.1.3680043.8.498.2");
+  ck_assert_str_eq(st.manufacturer, "ACME");
+  ck_assert_str_eq(st.manufacturer_model, "Magnet 3000");
+  ck_assert_str_eq(st.institution_name, "St. Elsewhere");
+  ck_assert_str_eq(st.station_name, "MR1");
+  ck_assert_double_eq_tol(st.field_strength_t, 2.89362, 1e-12);
+  ck_assert(st.tr_ms == 500);
+  ck_assert(st.te_ms == 12.5); /* the first of the list */
+  ck_assert(st.ti_ms == 0);    /* "inf" is not finite */
+  ck_assert(st.flip_angle_deg == 150);
+  ck_assert_str_eq(st.sequence_type, "TSE");
+  ck_assert(st.encoded_fov_mm[0] == 240 && st.encoded_fov_mm[1] == 180 &&
+            st.encoded_fov_mm[2] == 3.5);
+  ck_assert(st.encoded_matrix[0] == 8 && st.encoded_matrix[1] == 6 &&
+            st.encoded_matrix[2] == 1);
+  ck_assert(st.recon_fov_mm[0] == 120 && st.recon_fov_mm[1] == 180 &&
+            st.recon_fov_mm[2] == 3);
+  ck_assert(st.recon_matrix[0] == 4 && st.recon_matrix[1] == 6 &&
+            st.recon_matrix[2] == 1);
+  ck_assert_int_eq(st.echo_train_length, 5);
+  /* dataset 1: the same file-wide facts, encoding 1's fields of view */
+  ASSERT_STATUS(clara_mr_file_geometry(f, 1, &g), CLARA_OK);
+  ASSERT_STATUS(clara_mr_file_study(f, 1, &st), CLARA_OK);
+  ck_assert_str_eq(st.patient_id, "PID-0042");
+  ck_assert(st.encoded_fov_mm[0] == 100 && st.encoded_fov_mm[1] == 60 &&
+            st.encoded_fov_mm[2] == 2);
+  ck_assert_int_eq(st.echo_train_length, 0);
+  /* arguments */
+  ASSERT_STATUS(clara_mr_file_study(f, 2, &st), CLARA_ERR_INVALID_ARG);
+  ASSERT_MESSAGE("clara_mr_file_study: index");
+  ASSERT_STATUS(clara_mr_file_study(f, 0, NULL), CLARA_ERR_INVALID_ARG);
+  ASSERT_STATUS(clara_mr_file_study(NULL, 0, &st), CLARA_ERR_INVALID_ARG);
+  clara_mr_file_close(f);
+
+  /* a header with none of these elements: all empty; a value longer than
+   * its array is cut before a whole character (patient_name holds 255
+   * bytes: 127 two-byte characters) */
+  {
+    char name[2 * 200 + 1];
+    for (int i = 0; i < 200; i++)
+      memcpy(name + 2 * i, "\xc3\xa9", 2);
+    name[400] = '\0';
+    make_xml(xml, sizeof xml, NX, NY, 1, NX, CH, -1, 0);
+    tpath(path, sizeof path, "study_bare.h5");
+    n = 0;
+    for (int y = 0; y < NY; y++)
+      acq_set(&a[n++], 1 + y, 0, NX, CH, NX / 2, y);
+    write_ismrmrd(path, xml, a, n);
+    f = open_ok(path);
+    ASSERT_STATUS(clara_mr_file_study(f, 0, &st), CLARA_OK);
+    ck_assert_int_eq(st.has_header, 1);
+    ck_assert_str_eq(st.patient_name, "");
+    ck_assert_str_eq(st.study_instance_uid, "");
+    ck_assert_str_eq(st.sequence_type, "");
+    ck_assert(st.tr_ms == 0 && st.field_strength_t == 0);
+    ck_assert(st.encoded_fov_mm[0] == 0 && st.recon_fov_mm[2] == 0);
+    ck_assert_int_eq(st.encoded_matrix[0], NX);
+    clara_mr_file_close(f);
+
+    snprintf(xml, sizeof xml,
+             "<ismrmrdHeader><subjectInformation><patientName>%s"
+             "</patientName></subjectInformation><encoding><encodedSpace>"
+             "<matrixSize><x>%d</x><y>%d</y><z>1</z></matrixSize>"
+             "</encodedSpace></encoding></ismrmrdHeader>",
+             name, NX, NY);
+    tpath(path, sizeof path, "study_long.h5");
+    write_ismrmrd(path, xml, a, n);
+    acqs_free(a, n);
+    f = open_ok(path);
+    ASSERT_STATUS(clara_mr_file_study(f, 0, &st), CLARA_OK);
+    ck_assert_uint_eq(strlen(st.patient_name), 254);
+    ck_assert(memcmp(st.patient_name, name, 254) == 0);
+    clara_mr_file_close(f);
+  }
+}
+END_TEST
+
+/* fastMRI: the facts of /ismrmrd_header, or has_header 0 without one. */
+START_TEST(test_fastmri_study) {
+  enum { S = 1, X = 8, Y = 6 };
+  const hsize_t dims[3] = {S, X, Y};
+  char path[512];
+  clara_mr_file *f;
+  clara_mr_study st;
+  hid_t fid;
+
+  tpath(path, sizeof path, "fastmri_study.h5");
+  fid = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  write_fastmri_kspace(fid, 3, dims, 0, 0);
+  write_vlstring(fid, "ismrmrd_header", study_xml, 0);
+  H5Fclose(fid);
+  f = open_ok(path);
+  ASSERT_STATUS(clara_mr_file_study(f, 0, &st), CLARA_OK);
+  ck_assert_int_eq(st.has_header, 1);
+  ck_assert_str_eq(st.patient_id, "PID-0042");
+  ck_assert_str_eq(st.manufacturer, "ACME");
+  ck_assert(st.te_ms == 12.5);
+  ck_assert(st.encoded_fov_mm[0] == 240 && st.encoded_fov_mm[2] == 3.5);
+  clara_mr_file_close(f);
+
+  tpath(path, sizeof path, "fastmri_noheader.h5");
+  fid = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  write_fastmri_kspace(fid, 3, dims, 0, 0);
+  H5Fclose(fid);
+  f = open_ok(path);
+  memset(&st, 0x55, sizeof st);
+  ASSERT_STATUS(clara_mr_file_study(f, 0, &st), CLARA_OK);
+  ck_assert_int_eq(st.has_header, 0);
+  ck_assert_str_eq(st.patient_name, "");
+  ck_assert(st.encoded_fov_mm[0] == 0 && st.tr_ms == 0);
+  clara_mr_file_close(f);
+}
+END_TEST
+
 /* ---- driver -------------------------------------------------------------- */
 
 static Suite *mr_file_suite(int have_tool) {
@@ -1247,6 +1460,8 @@ static Suite *mr_file_suite(int have_tool) {
   tcase_add_test(tc, test_fastmri_multicoil);
   tcase_add_test(tc, test_fastmri_singlecoil);
   tcase_add_test(tc, test_fastmri_bad);
+  tcase_add_test(tc, test_ismrmrd_study);
+  tcase_add_test(tc, test_fastmri_study);
   tcase_add_test(tc, test_null_args);
   tcase_add_test(tc, test_never_prints);
   tcase_add_test(tc, test_threads);

@@ -58,9 +58,38 @@ typedef struct clara_mr_setup {
   const float *window_z; /* [nz] */
 } clara_mr_setup;
 
+/* One 3x3 convolution layer of a denoiser: y[o] = act(bias[o] + sum over
+ * i, kh, kw of weight[o][i][kh][kw] x[i][y + kh - 1][x + kw - 1]), with
+ * zero padding ("same"), as PyTorch's Conv2d(cin, cout, 3, padding=1). */
+typedef struct clara_nn_layer {
+  int cin, cout;
+  int relu;            /* 1: max(0, .) after the bias; 0: identity */
+  const float *weight; /* [cout][cin][3][3] */
+  const float *bias;   /* [cout] */
+} clara_nn_layer;
+
+typedef enum clara_nn_norm {
+  CLARA_NN_NORM_FIXED = 0,     /* x_n = (x - offset) / scale */
+  CLARA_NN_NORM_PERCENTILE = 1 /* x_n = x / p per slice (docs/FORMATS.md) */
+} clara_nn_norm;
+
+/* A validated network (src/nn/denoiser.c); every array is owned by the
+ * denoiser and outlives the backend's state. Layer 0 has cin 1, the last
+ * has cout 1, and the channels chain. */
+typedef struct clara_nn_setup {
+  int n_layers;
+  const clara_nn_layer *layers;
+  int max_channels;
+  int residual; /* out_n = x_n - net(x_n) */
+  clara_nn_norm norm;
+  double offset, scale; /* FIXED */
+  double percentile;    /* PERCENTILE, in (0, 100] */
+  clara_precision precision;
+} clara_nn_setup;
+
 /* Bumped whenever this table, the setups or clara_host_api change: the
  * core refuses a plugin built against another version. */
-#define CLARA_BACKEND_ABI 3
+#define CLARA_BACKEND_ABI 4
 
 typedef struct clara_backend_ops {
   const char *name;
@@ -96,6 +125,35 @@ typedef struct clara_backend_ops {
                              const clara_mr_setup *setup, const void *state,
                              const float *kspace, float *image);
   void (*mr_destroy)(void *state);
+  /* Denoising. nn_create prepares the weights (and may refuse a precision
+   * with CLARA_ERR_UNSUPPORTED). nn_execute runs the whole network with its
+   * normalisation on [nslices][ny][nx] host images, in == out allowed,
+   * thread-safe for distinct outputs; the core has checked the sizes and
+   * that every input pixel is finite. nn_execute_device does the same on
+   * device pointers and checks finiteness itself; NULL without a device. */
+  clara_status (*nn_create)(const clara_context *ctx, const clara_nn_setup *s,
+                            void **state);
+  clara_status (*nn_execute)(const clara_context *ctx,
+                             const clara_nn_setup *s, const void *state,
+                             const float *in, float *out, int nx, int ny,
+                             int nslices);
+  clara_status (*nn_execute_device)(const clara_context *ctx,
+                                    const clara_nn_setup *s, const void *state,
+                                    const float *d_in, float *d_out, int nx,
+                                    int ny, int nslices);
+  void (*nn_destroy)(void *state);
+  /* Device memory, for the core to chain device operations (an FBP whose
+   * image goes straight into a denoiser) without a trip through the host.
+   * NULL for backends without a device. device_alloc counts against the
+   * context's device memory limit and fails with a status; the copies are
+   * synchronous. */
+  clara_status (*device_alloc)(const clara_context *ctx, size_t bytes,
+                               void **ptr);
+  void (*device_free)(const clara_context *ctx, void *ptr);
+  clara_status (*copy_to_device)(const clara_context *ctx, void *dst,
+                                 const void *src, size_t bytes);
+  clara_status (*copy_to_host)(const clara_context *ctx, void *dst,
+                               const void *src, size_t bytes);
 } clara_backend_ops;
 
 /* What the core lends a plugin: its error reporting (the thread-local

@@ -141,3 +141,46 @@ clara_status clara_dicom_ready_scaled(const float *image, size_t n,
   *out = s;
   return CLARA_OK;
 }
+
+CLARA_API clara_status clara_dicom_plane_of(const clara_volume *vol,
+                                            int slice, clara_dicom_plane *out) {
+  static const char who[] = "clara_dicom_plane_of";
+  clara_dicom_plane p;
+  if (!vol || !out)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: %s is NULL", who,
+                      !vol ? "vol" : "out");
+  if (vol->nx <= 0 || vol->ny <= 0 || vol->nz <= 0)
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "%s: vol->nx, ny and nz must be > 0, got %d, %d and %d",
+                      who, vol->nx, vol->ny, vol->nz);
+  for (int i = 0; i < 3; ++i) {
+    if (!isfinite(vol->voxel[i]) || !(vol->voxel[i] > 0))
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: vol->voxel[%d]: must be finite and > 0, got %g",
+                        who, i, vol->voxel[i]);
+    if (!isfinite(vol->center[i]))
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: vol->center[%d]: must be finite, got %g", who, i,
+                        vol->center[i]);
+  }
+  if (slice < 0 || slice >= vol->nz)
+    return clara_fail(CLARA_ERR_INVALID_ARG,
+                      "%s: slice: must be in 0..%d, got %d", who, vol->nz - 1,
+                      slice);
+  p.pixel_spacing[0] = vol->voxel[1];
+  p.pixel_spacing[1] = vol->voxel[0];
+  p.slice_thickness = vol->voxel[2];
+  p.orientation[0] = 1;
+  p.orientation[1] = 0;
+  p.orientation[2] = 0;
+  p.orientation[3] = 0;
+  p.orientation[4] = 1;
+  p.orientation[5] = 0;
+  p.position[0] = clara_voxel_coord(0, vol->nx, vol->voxel[0], vol->center[0]);
+  p.position[1] = clara_voxel_coord(0, vol->ny, vol->voxel[1], vol->center[1]);
+  p.position[2] =
+      clara_voxel_coord(slice, vol->nz, vol->voxel[2], vol->center[2]);
+  p.slice_location = p.position[2];
+  *out = p;
+  return CLARA_OK;
+}

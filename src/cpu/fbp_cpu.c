@@ -465,4 +465,7 @@ const clara_backend_ops clara_cpu_ops = {
     .mr_create = clara_cpu_mr_create,
     .mr_execute = clara_cpu_mr_execute,
     .mr_destroy = clara_cpu_mr_destroy,
+    .nn_create = clara_cpu_nn_create,
+    .nn_execute = clara_cpu_nn_execute,
+    .nn_destroy = clara_cpu_nn_destroy,
 };

@@ -5,6 +5,7 @@
  * Tomographic Imaging", ch. 3; Feldkamp, Davis & Kress 1984; Parker 1982;
  * Wesarg et al. 2002; Wang 2002 (see docs/GEOMETRY.md). */
 #include "ct.h"
+#include "nn.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@ struct clara_fbp_plan_s {
   double *cos_t, *sin_t;
   float *filter, *view_weight, *det_weight;
   float *redundancy; /* [views][cols], for clara_fbp_plan_weight */
+  int hu;            /* the output is in HU (mu_water > 0) */
+  clara_denoiser *denoiser; /* attached, with a reference held, or NULL */
 };
 
 CLARA_API void clara_fbp_options_init(clara_fbp_options *opts) {
@@ -406,6 +409,7 @@ static void free_plan(clara_fbp_plan *p) {
     return;
   if (p->state && p->ctx)
     p->ctx->ops->fbp_destroy(p->state);
+  clara_nn_release(p->denoiser);
   clara_aligned_free(p->cos_t);
   clara_aligned_free(p->sin_t);
   clara_aligned_free(p->filter);
@@ -655,6 +659,7 @@ CLARA_API clara_status clara_fbp_plan_create(clara_context *ctx,
   p->setup.view_weight = p->view_weight;
   p->setup.det_weight = p->det_weight;
   p->setup.fov_radius = (opts->flags & CLARA_FBP_NO_FOV_MASK) ? -1.0 : fov;
+  p->hu = opts->mu_water > 0;
   if (opts->mu_water > 0) {
     p->setup.out_scale = 1000.0 / opts->mu_water;
     p->setup.out_offset = -1000.0;
@@ -700,14 +705,60 @@ static clara_status check_exec(const clara_fbp_plan *plan, const void *proj,
   return CLARA_OK;
 }
 
+/* Reconstructs and, with a denoiser attached, denoises. On a backend with
+ * device memory the projections go up once and the image comes down once:
+ * the reconstruction feeds the denoiser on the device. */
+static clara_status execute(const clara_fbp_plan *plan, const float *proj,
+                            float *image, clara_fbp_timing *timing) {
+  const clara_context *ctx = plan->ctx;
+  const clara_backend_ops *ops = ctx->ops;
+  const clara_volume *v = &plan->setup.vol;
+  clara_status st;
+  if (!plan->denoiser)
+    return ops->fbp_execute(ctx, &plan->setup, plan->state, proj, image,
+                            timing);
+  if (ops->fbp_execute_device && ops->device_alloc &&
+      clara_nn_has_device(plan->denoiser)) {
+    size_t pbytes = (size_t)plan->setup.views * (size_t)plan->setup.rows *
+                    (size_t)plan->setup.cols * sizeof(float);
+    size_t ibytes = (size_t)v->nx * (size_t)v->ny * (size_t)v->nz *
+                    sizeof(float);
+    void *d_proj = NULL, *d_image = NULL;
+    st = ops->device_alloc(ctx, pbytes, &d_proj);
+    if (st == CLARA_OK)
+      st = ops->device_alloc(ctx, ibytes, &d_image);
+    if (st == CLARA_OK)
+      st = ops->copy_to_device(ctx, d_proj, proj, pbytes);
+    if (st == CLARA_OK)
+      st = ops->fbp_execute_device(ctx, &plan->setup, plan->state, d_proj,
+                                   d_image, timing);
+    if (st == CLARA_OK)
+      st = clara_nn_apply_device(plan->denoiser, d_image, v->nx, v->ny, v->nz);
+    if (st == CLARA_OK)
+      st = ops->copy_to_host(ctx, image, d_image, ibytes);
+    if (d_proj)
+      ops->device_free(ctx, d_proj);
+    if (d_image)
+      ops->device_free(ctx, d_image);
+    if (st != CLARA_ERR_OUT_OF_MEMORY)
+      return st;
+    /* Device memory too small for the whole volume and its projections at
+     * once: go through the host, where each stage splits its own work. */
+    clara_clear_error();
+  }
+  st = ops->fbp_execute(ctx, &plan->setup, plan->state, proj, image, timing);
+  if (st == CLARA_OK)
+    st = clara_nn_apply_host(plan->denoiser, image, v->nx, v->ny, v->nz);
+  return st;
+}
+
 CLARA_API clara_status clara_fbp_execute(const clara_fbp_plan *plan,
                                          const float *projections,
                                          float *image) {
   clara_status st = check_exec(plan, projections, image, "clara_fbp_execute");
   if (st != CLARA_OK)
     return st;
-  return plan->ctx->ops->fbp_execute(plan->ctx, &plan->setup, plan->state,
-                                     projections, image, NULL);
+  return execute(plan, projections, image, NULL);
 }
 
 CLARA_API clara_status clara_fbp_execute_timed(const clara_fbp_plan *plan,
@@ -722,13 +773,13 @@ CLARA_API clara_status clara_fbp_execute_timed(const clara_fbp_plan *plan,
     return clara_fail(CLARA_ERR_INVALID_ARG,
                       "clara_fbp_execute_timed: timing is NULL");
   memset(timing, 0, sizeof *timing);
-  return plan->ctx->ops->fbp_execute(plan->ctx, &plan->setup, plan->state,
-                                     projections, image, timing);
+  return execute(plan, projections, image, timing);
 }
 
 CLARA_API clara_status clara_fbp_execute_device(const clara_fbp_plan *plan,
                                                 const float *d_projections,
                                                 float *d_image) {
+  const clara_volume *v;
   clara_status st =
       check_exec(plan, d_projections, d_image, "clara_fbp_execute_device");
   if (st != CLARA_OK)
@@ -739,8 +790,48 @@ CLARA_API clara_status clara_fbp_execute_device(const clara_fbp_plan *plan,
                       "backend, which has no device memory; device pointers "
                       "need a context with backend cuda",
                       plan->ctx->ops->name);
-  return plan->ctx->ops->fbp_execute_device(
-      plan->ctx, &plan->setup, plan->state, d_projections, d_image, NULL);
+  st = plan->ctx->ops->fbp_execute_device(plan->ctx, &plan->setup, plan->state,
+                                          d_projections, d_image, NULL);
+  v = &plan->setup.vol;
+  if (st == CLARA_OK && plan->denoiser)
+    st = clara_nn_apply_device(plan->denoiser, d_image, v->nx, v->ny, v->nz);
+  return st;
+}
+
+CLARA_API clara_status clara_fbp_plan_set_denoiser(clara_fbp_plan *plan,
+                                                   clara_denoiser *d) {
+  static const char who[] = "clara_fbp_plan_set_denoiser";
+  int rf;
+  if (!plan)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: plan is NULL", who);
+  if (d) {
+    const clara_volume *v = &plan->setup.vol;
+    if (clara_nn_modality(d) != CLARA_MODALITY_CT)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: the model is for %s, the plan reconstructs CT; "
+                        "load a CT model",
+                        who, clara_modality_name(clara_nn_modality(d)));
+    if (clara_nn_context(d) != plan->ctx)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: the denoiser was loaded on another context than "
+                        "the plan's; load it on the plan's context",
+                        who);
+    if (!plan->hu)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: CT models work in Hounsfield units, but the plan "
+                        "outputs mu (1/mm); create the plan with "
+                        "opts->mu_water > 0",
+                        who);
+    rf = clara_nn_receptive_field(d);
+    if (v->nx < rf || v->ny < rf)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: the plan's %d x %d slices are smaller than the "
+                        "model's receptive field (%d x %d)",
+                        who, v->nx, v->ny, rf, rf);
+  }
+  clara_nn_release(plan->denoiser);
+  plan->denoiser = clara_nn_retain(d);
+  return CLARA_OK;
 }
 
 CLARA_API void clara_fbp_plan_destroy(clara_fbp_plan *plan) { free_plan(plan); }

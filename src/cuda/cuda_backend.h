@@ -93,4 +93,35 @@ clara_status cuda_mr_execute(const clara_context *ctx,
                              const float *kspace, float *image);
 void cuda_mr_destroy(void *state);
 
+/* Denoising (nn_cuda.cu): a chain of 3x3 convolutions in FP32 or FP16
+ * with the model's normalisation, on host or device images. */
+clara_status cuda_nn_create(const clara_context *ctx, const clara_nn_setup *s,
+                            void **state);
+clara_status cuda_nn_execute(const clara_context *ctx, const clara_nn_setup *s,
+                             const void *state, const float *in, float *out,
+                             int nx, int ny, int nslices);
+clara_status cuda_nn_execute_device(const clara_context *ctx,
+                                    const clara_nn_setup *s, const void *state,
+                                    const float *d_in, float *d_out, int nx,
+                                    int ny, int nslices);
+void cuda_nn_destroy(void *state);
+
+/* Device memory of ctx's device for the core (plugin.cu): device_alloc
+ * fails with CLARA_ERR_OUT_OF_MEMORY beyond the budget (cuda_budget), and
+ * the copies return when the data has arrived. */
+clara_status cuda_device_alloc(const clara_context *ctx, size_t bytes,
+                               void **ptr);
+void cuda_device_free(const clara_context *ctx, void *ptr);
+clara_status cuda_copy_to_device(const clara_context *ctx, void *dst,
+                                 const void *src, size_t bytes);
+clara_status cuda_copy_to_host(const clara_context *ctx, void *dst,
+                               const void *src, size_t bytes);
+
+/* CLARA_OK when ptr is memory of CUDA device 'device' (or managed memory),
+ * else CLARA_ERR_INVALID_ARG naming the caller 'who' and the argument
+ * 'name', and pointing host arrays to the host entry 'host_entry'. */
+clara_status cuda_check_device_pointer(const void *ptr, int device,
+                                       const char *who, const char *name,
+                                       const char *host_entry);
+
 #endif

@@ -103,6 +103,118 @@ clara_status cuda_budget(const clara_context *ctx, size_t *budget, char *note,
   return CLARA_OK;
 }
 
+clara_status cuda_check_device_pointer(const void *ptr, int device,
+                                       const char *who, const char *name,
+                                       const char *host_entry) {
+  cudaPointerAttributes at;
+  cudaError_t e;
+  memset(&at, 0, sizeof at);
+  e = cudaPointerGetAttributes(&at, ptr);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return CUDA_FAIL(CLARA_ERR_INVALID_ARG,
+                     "%s: %s: %p is not memory that CUDA knows (%s)", who, name,
+                     ptr, cudaGetErrorName(e));
+  }
+  switch (at.type) {
+  case cudaMemoryTypeDevice:
+    if (at.device != device)
+      return CUDA_FAIL(CLARA_ERR_INVALID_ARG,
+                       "%s: %s: %p is memory of CUDA device %d, but the "
+                       "context runs on device %d",
+                       who, name, ptr, at.device, device);
+    return CLARA_OK;
+  case cudaMemoryTypeManaged:
+    return CLARA_OK;
+  case cudaMemoryTypeHost:
+    return CUDA_FAIL(CLARA_ERR_INVALID_ARG,
+                     "%s: %s: %p is pinned host memory, not device memory "
+                     "(use %s for host arrays)",
+                     who, name, ptr, host_entry);
+  default:
+    return CUDA_FAIL(CLARA_ERR_INVALID_ARG,
+                     "%s: %s: %p is host memory, not device memory (use %s "
+                     "for host arrays)",
+                     who, name, ptr, host_entry);
+  }
+}
+
+/* ---- Device memory for the core ------------------------------------------ */
+
+clara_status cuda_device_alloc(const clara_context *ctx, size_t bytes,
+                               void **ptr) {
+  static const char who[] = "cuda_device_alloc";
+  size_t budget = 0;
+  char note[160];
+  clara_status st;
+  *ptr = NULL;
+  if (!ctx->backend_state)
+    return CUDA_FAIL(CLARA_ERR_DEVICE, "%s: the CUDA context has no state",
+                     who);
+  device_guard guard;
+  st = cuda_use_device(ctx);
+  if (st != CLARA_OK)
+    return st;
+  st = cuda_budget(ctx, &budget, note, sizeof note);
+  if (st != CLARA_OK)
+    return st;
+  if (bytes > budget)
+    return CUDA_FAIL(CLARA_ERR_OUT_OF_MEMORY,
+                     "%s: %zu bytes of device memory asked for, %zu are "
+                     "available (%s)",
+                     who, bytes, budget, note);
+  return cuda_alloc(ptr, bytes, who, "device buffer");
+}
+
+void cuda_device_free(const clara_context *ctx, void *ptr) {
+  if (!ptr || !ctx->backend_state)
+    return;
+  device_guard guard;
+  if (cuda_use_device(ctx) == CLARA_OK)
+    (void)cudaFree(ptr);
+  (void)cudaGetLastError();
+}
+
+/* A copy on the legacy default stream, waited for: cudaMemcpy alone may
+ * return before a copy from pageable memory has reached the device. */
+static clara_status copy_sync(const clara_context *ctx, void *dst,
+                              const void *src, size_t bytes,
+                              cudaMemcpyKind kind, const char *who) {
+  char what[128];
+  clara_status st;
+  if (bytes == 0)
+    return CLARA_OK;
+  if (!dst || !src)
+    return CUDA_FAIL(CLARA_ERR_INVALID_ARG, "%s: %s is NULL", who,
+                     !dst ? "dst" : "src");
+  if (!ctx->backend_state)
+    return CUDA_FAIL(CLARA_ERR_DEVICE, "%s: the CUDA context has no state",
+                     who);
+  device_guard guard;
+  st = cuda_use_device(ctx);
+  if (st != CLARA_OK)
+    return st;
+  snprintf(what, sizeof what, "%s: cudaMemcpyAsync of %zu bytes", who, bytes);
+  st = cuda_status(cudaMemcpyAsync(dst, src, bytes, kind, 0), what);
+  if (st == CLARA_OK) {
+    snprintf(what, sizeof what, "%s: cudaStreamSynchronize", who);
+    st = cuda_status(cudaStreamSynchronize(0), what);
+  }
+  return st;
+}
+
+clara_status cuda_copy_to_device(const clara_context *ctx, void *dst,
+                                 const void *src, size_t bytes) {
+  return copy_sync(ctx, dst, src, bytes, cudaMemcpyHostToDevice,
+                   "cuda_copy_to_device");
+}
+
+clara_status cuda_copy_to_host(const clara_context *ctx, void *dst,
+                               const void *src, size_t bytes) {
+  return copy_sync(ctx, dst, src, bytes, cudaMemcpyDeviceToHost,
+                   "cuda_copy_to_host");
+}
+
 static clara_status cuda_context_create(const clara_context *ctx,
                                         void **state) {
   int count = 0;
@@ -191,6 +303,14 @@ clara_cuda_plugin_entry(int abi, const clara_host_api *host, char *why,
   cuda_ops.mr_create = cuda_mr_create;
   cuda_ops.mr_execute = cuda_mr_execute;
   cuda_ops.mr_destroy = cuda_mr_destroy;
+  cuda_ops.nn_create = cuda_nn_create;
+  cuda_ops.nn_execute = cuda_nn_execute;
+  cuda_ops.nn_execute_device = cuda_nn_execute_device;
+  cuda_ops.nn_destroy = cuda_nn_destroy;
+  cuda_ops.device_alloc = cuda_device_alloc;
+  cuda_ops.device_free = cuda_device_free;
+  cuda_ops.copy_to_device = cuda_copy_to_device;
+  cuda_ops.copy_to_host = cuda_copy_to_host;
   /* The Joseph projector runs on the CPU backend for now. */
   cuda_ops.project = host->cpu->project;
   cuda_ops.backproject = host->cpu->backproject;

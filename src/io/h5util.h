@@ -36,4 +36,76 @@ void clara_h5_close(herr_t (*closer)(hid_t), hid_t *id, clara_status *status,
 /* "integer", "float", "string", ... for messages. */
 const char *clara_h5_class_name(H5T_class_t c);
 
+/* ---- Checked reading (src/io/h5read.c); callers hold the lock ---------- */
+
+/* Longest fixed-length string attribute accepted. */
+#define MAX_STRING_ATTR 4096
+
+/* "a group", "a dataset", ... for messages. */
+const char *clara_h5_kind_name(H5I_type_t t);
+
+/* Opens 'path' read-only as HDF5. Tells "cannot open" (with errno), "not an
+ * HDF5 file" (no signature at 0, 512, 1024, ...) and "damaged or
+ * truncated" (signature present, HDF5 refuses it) apart (CLARA_ERR_IO). */
+clara_status clara_h5_open_read(const char *fn, const char *path, hid_t *out);
+
+/* Whether object 'name' exists below 'loc', each parent checked first:
+ * 1, 0, or -1 on error. */
+int clara_h5_exists(hid_t loc, const char *name);
+
+/* Opens object 'name' and insists that it is of kind 'want' (H5I_GROUP,
+ * H5I_DATASET); 'expected' describes it for messages. Missing or of another
+ * kind: CLARA_ERR_FORMAT. */
+clara_status clara_h5_open_object(const char *fn, const char *path, hid_t fid,
+                                  const char *name, H5I_type_t want,
+                                  const char *expected, hid_t *out);
+
+/* Checks that 'dset' holds float data of rank 'rank' (1..4), each dimension
+ * in 1..INT_MAX (into dims_out) and the float32 copy addressable (element
+ * count into *count_out). 'shape' describes it, e.g. "[views][cols]". */
+clara_status clara_h5_check_float_dataset(const char *fn, const char *path,
+                                          const char *name, hid_t dset,
+                                          int rank, const char *shape,
+                                          int *dims_out, size_t *count_out);
+
+/* Reads all of 'dset' as float32 into a clara_aligned_alloc buffer. */
+clara_status clara_h5_read_floats(const char *fn, const char *path,
+                                  const char *name, hid_t dset, size_t count,
+                                  float **out);
+
+/* Opens attribute 'attr' of 'obj' (objname in messages). Absent: FORMAT
+ * naming 'expected' when 'required', else CLARA_OK with *out invalid. */
+clara_status clara_h5_open_attr(const char *fn, const char *path, hid_t obj,
+                                const char *objname, const char *attr,
+                                int required, const char *expected, hid_t *out);
+
+/* Checks an open attribute's class and that it holds exactly n values
+ * (scalar or rank 1); returns its type in *type_out for the caller to
+ * close. */
+clara_status clara_h5_check_attr(const char *fn, const char *path, hid_t attr,
+                                 const char *objname, const char *name,
+                                 H5T_class_t want, int n, const char *expected,
+                                 hid_t *type_out);
+
+/* Float attribute of n (1..3) values as doubles; *present says whether it
+ * was there (absent is an error only when 'required'). */
+clara_status clara_h5_read_double_attr(const char *fn, const char *path,
+                                       hid_t obj, const char *objname,
+                                       const char *name, int n,
+                                       const char *expected, int required,
+                                       double *out, int *present);
+
+/* Integer attribute of one value. */
+clara_status clara_h5_read_int_attr(const char *fn, const char *path, hid_t obj,
+                                    const char *objname, const char *name,
+                                    const char *expected, int required,
+                                    long long *out, int *present);
+
+/* One string (variable or fixed length) into a malloc'ed copy (*out; free()
+ * it); absent and not required: CLARA_OK with *out NULL. */
+clara_status clara_h5_read_string_attr(const char *fn, const char *path,
+                                       hid_t obj, const char *objname,
+                                       const char *name, int required,
+                                       char **out);
+
 #endif

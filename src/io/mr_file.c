@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -103,6 +104,13 @@ struct clara_mr_file_s {
   int ref_slices, ref_ny, ref_nx;
   float *ref;   /* [ref_slices][ref_ny][ref_nx], or NULL */
   int accel[2]; /* parallelImaging acceleration factors (1 when absent) */
+  /* clara_mr_file_study: the header's file-wide facts (encoding part
+   * empty) and each encoding's (study.has_header 0: no header) */
+  clara_mr_study study;
+  int encodings;
+  double enc_fov[MAX_ENCODINGS][3], recon_fov[MAX_ENCODINGS][3];
+  int enc_matrix[MAX_ENCODINGS][3], recon_matrix[MAX_ENCODINGS][3];
+  int echo_train[MAX_ENCODINGS];
 };
 
 /* One <kspace_encoding_step_1> style limit of <encodingLimits>. */
@@ -118,12 +126,16 @@ typedef struct mr_encoding {
   int accel[2];  /* parallelImaging/accelerationFactor, 1 when absent */
   int separate;  /* calibrationMode separate or external */
   int offset[2]; /* ky, kz shift from encodingLimits centres */
+  /* informational (clara_mr_file_study): 0 when absent or not a number */
+  double enc_fov[3], recon_fov[3]; /* fieldOfView_mm x, y, z */
+  int echo_train;                  /* echoTrainLength */
 } mr_encoding;
 
 typedef struct mr_header {
   int count;
   mr_encoding enc[MAX_ENCODINGS];
   int receiver_channels; /* 0 when absent */
+  clara_mr_study study;  /* the file-wide part of clara_mr_file_study */
 } mr_header;
 
 /* The memory layout of an ISMRMRD acquisition, with only the members used;
@@ -707,6 +719,118 @@ static clara_status xml_limit_read(const char *path, const char *dsname,
   return CLARA_OK;
 }
 
+/* Informational values (clara_mr_file_study) never fail the open: absent,
+ * empty or malformed elements read as "" or 0. */
+
+/* The text of element 'rel' below 'base', without the white space around
+ * it, in out[size] (size > 0), cut at a UTF-8 character boundary when
+ * longer; "" when absent (or when libxml2 cannot copy it). */
+static void xml_text(xmlNode *base, const char *rel, char *out, size_t size) {
+  xmlNode *node = xml_find(base, rel);
+  xmlChar *content;
+  const char *s;
+  size_t n;
+  out[0] = '\0';
+  if (!node || !(content = xmlNodeGetContent(node)))
+    return;
+  s = (const char *)content;
+  while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+    s++;
+  n = strlen(s);
+  while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' ||
+                   s[n - 1] == '\r'))
+    n--;
+  if (n > size - 1) {
+    n = size - 1;
+    /* back to the start of a character: never half of a UTF-8 sequence */
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+      n--;
+  }
+  memcpy(out, s, n);
+  out[n] = '\0';
+  xmlFree(content);
+}
+
+/* The number in element 'rel' below 'base'; 0 when absent, not a number
+ * (with nothing but white space around it) or not finite. */
+static double xml_real(xmlNode *base, const char *rel) {
+  char text[64], *end;
+  double v;
+  xml_text(base, rel, text, sizeof text);
+  if (!text[0])
+    return 0;
+  errno = 0;
+  v = strtod(text, &end);
+  if (end == text || *end || errno == ERANGE || !isfinite(v))
+    return 0;
+  return v;
+}
+
+/* The file-wide part of clara_mr_study from the header's root. */
+static void parse_study(xmlNode *root, clara_mr_study *st) {
+  xmlNode *n;
+  memset(st, 0, sizeof *st);
+  st->has_header = 1;
+#define TEXT(field, rel) xml_text(n, rel, st->field, sizeof st->field)
+  n = xml_child(root, "subjectInformation");
+  TEXT(patient_name, "patientName");
+  TEXT(patient_id, "patientID");
+  TEXT(patient_birth_date, "patientBirthdate");
+  TEXT(patient_sex, "patientGender");
+  st->patient_weight_kg = xml_real(n, "patientWeight_kg");
+  n = xml_child(root, "studyInformation");
+  TEXT(study_date, "studyDate");
+  TEXT(study_time, "studyTime");
+  TEXT(study_id, "studyID");
+  TEXT(study_instance_uid, "studyInstanceUID");
+  TEXT(accession_number, "accessionNumber");
+  TEXT(referring_physician, "referringPhysicianName");
+  TEXT(study_description, "studyDescription");
+  TEXT(body_part, "bodyPartExamined");
+  n = xml_child(root, "measurementInformation");
+  TEXT(series_date, "seriesDate");
+  TEXT(series_time, "seriesTime");
+  TEXT(patient_position, "patientPosition");
+  TEXT(protocol_name, "protocolName");
+  TEXT(sequence_name, "sequenceName");
+  TEXT(series_description, "seriesDescription");
+  TEXT(frame_of_reference_uid, "frameOfReferenceUID");
+  n = xml_child(root, "acquisitionSystemInformation");
+  TEXT(manufacturer, "systemVendor");
+  TEXT(manufacturer_model, "systemModel");
+  TEXT(institution_name, "institutionName");
+  TEXT(station_name, "stationName");
+  st->field_strength_t = xml_real(n, "systemFieldStrength_T");
+  n = xml_child(root, "sequenceParameters");
+  /* xml_find takes the first element of each name: the first of a list */
+  st->tr_ms = xml_real(n, "TR");
+  st->te_ms = xml_real(n, "TE");
+  st->ti_ms = xml_real(n, "TI");
+  st->flip_angle_deg = xml_real(n, "flipAngle_deg");
+  TEXT(sequence_type, "sequence_type");
+#undef TEXT
+}
+
+/* An encoding's fields of view and echo train length. */
+static void parse_encoding_facts(xmlNode *enc, mr_encoding *e) {
+  static const char *const ax[3] = {"fieldOfView_mm/x", "fieldOfView_mm/y",
+                                    "fieldOfView_mm/z"};
+  xmlNode *es = xml_child(enc, "encodedSpace");
+  xmlNode *rs = xml_child(enc, "reconSpace");
+  for (int i = 0; i < 3; i++) {
+    e->enc_fov[i] = xml_real(es, ax[i]);
+    e->recon_fov[i] = xml_real(rs, ax[i]);
+    if (e->enc_fov[i] < 0)
+      e->enc_fov[i] = 0;
+    if (e->recon_fov[i] < 0)
+      e->recon_fov[i] = 0;
+  }
+  {
+    double etl = xml_real(enc, "echoTrainLength");
+    e->echo_train = etl >= 1 && etl <= INT_MAX ? (int)etl : 0;
+  }
+}
+
 /* The shift that moves a limit's centre to n/2, when the limit gives one
  * that is consistent with a matrix of n; else 0. */
 static int center_offset(const xml_limit *l, int n) {
@@ -750,6 +874,7 @@ static clara_status parse_header(const char *path, const char *dsname,
       goto done;
     h->receiver_channels = p ? (int)v : 0;
   }
+  parse_study(root, &h->study);
   for (node = root->children; node; node = node->next) {
     mr_encoding *e;
     xmlNode *space, *limits, *pi;
@@ -790,6 +915,7 @@ static clara_status parse_header(const char *path, const char *dsname,
       if (status != CLARA_OK)
         goto done;
     }
+    parse_encoding_facts(node, e);
     if (fastmri)
       continue;
 
@@ -1506,6 +1632,22 @@ done:
   return status;
 }
 
+/* Keeps what clara_mr_file_study reports from a parsed header. */
+static void keep_header_facts(clara_mr_file *file, const mr_header *h) {
+  file->study = h->study;
+  file->encodings = h->count;
+  for (int k = 0; k < h->count; k++) {
+    const mr_encoding *e = &h->enc[k];
+    for (int i = 0; i < 3; i++) {
+      file->enc_fov[k][i] = e->enc_fov[i];
+      file->recon_fov[k][i] = e->recon_fov[i];
+      file->enc_matrix[k][i] = e->enc[i];
+      file->recon_matrix[k][i] = e->recon[i];
+    }
+    file->echo_train[k] = e->echo_train;
+  }
+}
+
 static clara_status read_ismrmrd(const char *path, hid_t fid,
                                  clara_mr_file *file) {
   clara_status status;
@@ -1589,6 +1731,8 @@ static clara_status read_ismrmrd(const char *path, hid_t fid,
     goto done;
   }
   status = assemble(path, h, acq, n, file);
+  if (status == CLARA_OK)
+    keep_header_facts(file, h);
 done:
   if (read_done) {
 #if H5_VERSION_GE(1, 12, 0)
@@ -1839,6 +1983,8 @@ static clara_status read_fastmri(const char *path, hid_t fid,
   status = fastmri_header(path, fid, h, &have_header);
   if (status != CLARA_OK)
     goto done;
+  if (have_header)
+    keep_header_facts(file, h);
   /* fastMRI stores [x][y] (readout slower). A header whose encoded matrix
    * matches [y][x] and not [x][y] says the file is already [y][x]. */
   if (have_header) {
@@ -2115,5 +2261,28 @@ CLARA_API clara_status clara_mr_file_reference(const clara_mr_file *file,
   *slices = file->ref ? file->ref_slices : 0;
   *ny = file->ref ? file->ref_ny : 0;
   *nx = file->ref ? file->ref_nx : 0;
+  return CLARA_OK;
+}
+
+CLARA_API clara_status clara_mr_file_study(const clara_mr_file *file, int index,
+                                           clara_mr_study *out) {
+  static const char fn[] = "clara_mr_file_study";
+  clara_status status = check_index(fn, file, index);
+  int k;
+  if (status != CLARA_OK)
+    return status;
+  if (!out)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: out is NULL", fn);
+  *out = file->study;
+  k = file->sets[index].encoding;
+  if (!file->study.has_header || k < 0 || k >= file->encodings)
+    return CLARA_OK;
+  for (int i = 0; i < 3; i++) {
+    out->encoded_fov_mm[i] = file->enc_fov[k][i];
+    out->recon_fov_mm[i] = file->recon_fov[k][i];
+    out->encoded_matrix[i] = file->enc_matrix[k][i];
+    out->recon_matrix[i] = file->recon_matrix[k][i];
+  }
+  out->echo_train_length = file->echo_train[k];
   return CLARA_OK;
 }

@@ -13,6 +13,7 @@
  * so w(c) = 1, and for even n the first sample (t = -1) gets the window's
  * edge value (0 for Hann and Tukey, 0.08 for Hamming). */
 #include "backend.h"
+#include "nn.h"
 
 #include <limits.h>
 #include <math.h>
@@ -34,6 +35,7 @@ struct clara_mr_plan_s {
   mr_destroy_fn destroy;
   /* storage behind the setup's const pointers */
   float *whiten, *sens, *window_x, *window_y, *window_z;
+  clara_denoiser *denoiser; /* attached, with a reference held, or NULL */
 };
 
 static const char who[] = "clara_mr_plan_create";
@@ -473,7 +475,50 @@ CLARA_API clara_status clara_mr_execute(const clara_mr_plan *plan,
                       "clara_mr_execute: kspace is NULL");
   if (!image)
     return clara_fail(CLARA_ERR_INVALID_ARG, "clara_mr_execute: image is NULL");
-  return plan->execute(plan->ctx, &plan->setup, plan->state, kspace, image);
+  {
+    const clara_mr_geometry *g = &plan->setup.g;
+    clara_status st =
+        plan->execute(plan->ctx, &plan->setup, plan->state, kspace, image);
+    /* The MR backends work host to host, so the denoiser does too. */
+    if (st == CLARA_OK && plan->denoiser)
+      st = clara_nn_apply_host(plan->denoiser, image, g->recon_nx, g->ny,
+                               g->slices * g->nz);
+    return st;
+  }
+}
+
+CLARA_API clara_status clara_mr_plan_set_denoiser(clara_mr_plan *plan,
+                                                  clara_denoiser *d) {
+  static const char fn[] = "clara_mr_plan_set_denoiser";
+  if (!plan)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: plan is NULL", fn);
+  if (d) {
+    const clara_mr_geometry *g = &plan->setup.g;
+    int rf = clara_nn_receptive_field(d);
+    if (clara_nn_modality(d) != CLARA_MODALITY_MR)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: the model is for %s, the plan reconstructs MR; "
+                        "load an MR model",
+                        fn, clara_modality_name(clara_nn_modality(d)));
+    if (clara_nn_context(d) != plan->ctx)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: the denoiser was loaded on another context than "
+                        "the plan's; load it on the plan's context",
+                        fn);
+    if (plan->setup.output_complex)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: MR models denoise magnitude images, but the plan "
+                        "outputs complex ones (opts->output_complex = 1)",
+                        fn);
+    if (g->recon_nx < rf || g->ny < rf)
+      return clara_fail(CLARA_ERR_INVALID_ARG,
+                        "%s: the plan's %d x %d images are smaller than the "
+                        "model's receptive field (%d x %d)",
+                        fn, g->recon_nx, g->ny, rf, rf);
+  }
+  clara_nn_release(plan->denoiser);
+  plan->denoiser = clara_nn_retain(d);
+  return CLARA_OK;
 }
 
 CLARA_API void clara_mr_plan_destroy(clara_mr_plan *plan) {
@@ -481,6 +526,7 @@ CLARA_API void clara_mr_plan_destroy(clara_mr_plan *plan) {
     return;
   if (plan->destroy)
     plan->destroy(plan->state);
+  clara_nn_release(plan->denoiser);
   free_plan_storage(plan);
   free(plan);
 }

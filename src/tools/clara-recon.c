@@ -3,10 +3,20 @@
  *
  *   clara-recon phantom ct --geometry G --size N --views V -o FILE.h5
  *   clara-recon phantom mr --size N --coils C -o FILE.h5 [options]
- *   clara-recon ct IN.h5 -o OUT.h5 [options]
- *   clara-recon mr IN.h5 -o OUT.h5 [options]
+ *   clara-recon ct IN.h5 -o OUT.h5 [options]       (--denoise ct|PATH)
+ *   clara-recon mr IN.h5 -o OUT.h5 [options]       (--denoise mr|PATH)
+ *   clara-recon denoise IN.h5 -o OUT.h5 --model ct|mr|PATH [options]
  *   clara-recon info FILE.h5 [--compare TRUTH.h5]
+ *   clara-recon export-dicom IN.h5 -o DIR [options]
  *   clara-recon demo [-o DIR] [--size N]
+ *
+ * ct and mr also write a DICOM series (--dicom DIR, src/tools/
+ * dicom_export.h, when built with DCMTK) and every command that writes an
+ * image a PNG preview (--png FILE, png_preview.h, with libpng). A progress
+ * bar is drawn on stderr when it is a terminal; SIGINT and SIGTERM cancel
+ * the library's work through the progress callback, and whatever the run
+ * wrote is removed (as it is after any failure): the exit status is then
+ * 128 + the signal's number.
  *
  * Only the public API of clara_recon.h is used. Exit status: 0 on success,
  * 1 when the library (or the system) reports a failure, 2 for a usage error.
@@ -25,12 +35,25 @@
  * variables", Insurance: Mathematics and Economics 12 (1993) 39-45) above:
  * both are exact, and a given --seed always gives the same data.
  */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include "clara_recon.h"
+#ifdef HAVE_DCMTK
+#include "dicom_export.h"
+#endif
+#ifdef HAVE_PNG
+#include "png_preview.h"
+#endif
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -72,6 +95,10 @@ static const int kTruthSupersample = 3;
 /* The subcommand being run, for messages ("ct", "info", ...). */
 static const char *g_cmd = NULL;
 
+/* The signal (SIGINT, SIGTERM) that asked to stop, 0 while none did. */
+static volatile sig_atomic_t g_signal = 0;
+static void progress_clear(void);
+
 /* ------------------------------------------------------------------------ */
 /* Messages                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -80,6 +107,10 @@ static const char *g_cmd = NULL;
 static int lib_error(clara_status st, const char *fmt, ...) PRINTF_LIKE(2, 3);
 static int lib_error(clara_status st, const char *fmt, ...) {
   va_list ap;
+  progress_clear();
+  /* a cancellation that Ctrl-C asked for: main says "cancelled" */
+  if (st == CLARA_ERR_CANCELLED && g_signal)
+    return EXIT_FAILURE;
   fputs(PROG ": ", stderr);
   va_start(ap, fmt);
   vfprintf(stderr, fmt, ap);
@@ -92,6 +123,7 @@ static int lib_error(clara_status st, const char *fmt, ...) {
 static int fail_msg(const char *fmt, ...) PRINTF_LIKE(1, 2);
 static int fail_msg(const char *fmt, ...) {
   va_list ap;
+  progress_clear();
   fputs(PROG ": ", stderr);
   va_start(ap, fmt);
   vfprintf(stderr, fmt, ap);
@@ -104,6 +136,7 @@ static int fail_msg(const char *fmt, ...) {
 static int usage_error(const char *fmt, ...) PRINTF_LIKE(1, 2);
 static int usage_error(const char *fmt, ...) {
   va_list ap;
+  progress_clear();
   if (g_cmd)
     fprintf(stderr, PROG " %s: ", g_cmd);
   else
@@ -117,6 +150,32 @@ static int usage_error(const char *fmt, ...) {
   else
     fputs("Try '" PROG " --help'.\n", stderr);
   return EXIT_USAGE;
+}
+
+/* "clara-recon: warning: ..." (always printed) and "clara-recon: note:
+ * ..." (not with --quiet). */
+static void warn_msg(const char *fmt, ...) PRINTF_LIKE(1, 2);
+static void warn_msg(const char *fmt, ...) {
+  va_list ap;
+  progress_clear();
+  fputs(PROG ": warning: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static void note_msg(int quiet, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void note_msg(int quiet, const char *fmt, ...) {
+  va_list ap;
+  if (quiet)
+    return;
+  progress_clear();
+  fputs(PROG ": note: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
 }
 
 /* getopt_long returned '?' (unknown option) or ':' (missing value). */
@@ -292,6 +351,967 @@ static stats compute_stats(const float *a, size_t n) {
   }
   s.mean = finite ? sum / (double)finite : 0;
   return s;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ctrl-C and the progress bar                                               */
+/* ------------------------------------------------------------------------ */
+
+static void on_signal(int sig) { g_signal = sig; }
+
+/* SIGINT (Ctrl-C) and SIGTERM set g_signal; the progress callback then
+ * cancels the library's work, and main removes what the run wrote and
+ * exits with 128 + the signal's number. SA_RESETHAND: a second Ctrl-C
+ * ends the program at once. A signal that is ignored when the program
+ * starts (a background job of a non-interactive shell, nohup) stays
+ * ignored, as the shell meant. */
+static void install_signal_handlers(void) {
+  static const int sigs[] = {SIGINT, SIGTERM};
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+    struct sigaction old, sa;
+    if (sigaction(sigs[i], NULL, &old) != 0 || old.sa_handler == SIG_IGN)
+      continue;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART | SA_RESETHAND;
+    (void)sigaction(sigs[i], &sa, NULL);
+  }
+}
+
+/* The progress bar: drawn on stderr when it is a terminal and the command
+ * was not given --quiet, from the context's progress callback (the stage
+ * the library names and its fraction), at most every 100 ms, and erased
+ * before anything else is printed. */
+enum { PROGRESS_BAR = 30 };
+static const double kProgressInterval = 100.0; /* ms between redraws */
+
+static struct {
+  int enabled;
+  int drawn;   /* a bar is on the terminal's line */
+  double last; /* now_ms() of the last redraw */
+  int percent; /* the percentage last drawn */
+  char stage[40];
+} g_progress;
+
+static void progress_setup(int quiet) {
+  memset(&g_progress, 0, sizeof g_progress);
+  g_progress.enabled = !quiet && isatty(STDERR_FILENO);
+}
+
+static void progress_clear(void) {
+  if (!g_progress.drawn)
+    return;
+  fputs("\r\033[K", stderr);
+  fflush(stderr);
+  g_progress.drawn = 0;
+}
+
+static void progress_draw(const char *stage, double fraction) {
+  char bar[PROGRESS_BAR + 1];
+  double t = now_ms();
+  int same = strncmp(stage, g_progress.stage, sizeof g_progress.stage - 1) == 0;
+  int percent, fill;
+  if (!(fraction >= 0))
+    fraction = 0;
+  if (fraction > 1)
+    fraction = 1;
+  percent = (int)(100.0 * fraction);
+  if (same && g_progress.drawn &&
+      (percent == g_progress.percent ||
+       t - g_progress.last < kProgressInterval))
+    return;
+  fill = (int)(PROGRESS_BAR * fraction + 0.5);
+  for (int i = 0; i < PROGRESS_BAR; i++)
+    bar[i] = i < fill ? '#' : '.';
+  bar[PROGRESS_BAR] = '\0';
+  fprintf(stderr, "\r" PROG " %s: %-20.20s [%s] %3d%%\033[K",
+          g_cmd ? g_cmd : "", stage, bar, percent);
+  fflush(stderr);
+  snprintf(g_progress.stage, sizeof g_progress.stage, "%s", stage);
+  g_progress.percent = percent;
+  g_progress.last = t;
+  g_progress.drawn = 1;
+}
+
+/* The context's progress callback: nonzero (cancel) once a signal came. */
+static int progress_cb(const char *stage, double fraction, void *user) {
+  (void)user;
+  if (g_signal)
+    return 1;
+  if (g_progress.enabled)
+    progress_draw(stage ? stage : "", fraction);
+  return 0;
+}
+
+/* Sets the progress callback in a context's options. */
+static void use_progress(clara_context_options *co) {
+  co->progress = progress_cb;
+  co->progress_user = NULL;
+}
+
+/* Nonzero once a signal asked to stop: the commands check it between
+ * stages and before each write, returning EXIT_FAILURE (main turns that
+ * into the signal's status). */
+static int interrupted(void) { return g_signal != 0; }
+
+/* ------------------------------------------------------------------------ */
+/* What this run wrote                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Every output a command writes is recorded here once it is complete, so
+ * that main can remove them all when the command fails or is cancelled
+ * afterwards: a run either succeeds or leaves nothing new behind. */
+enum { OUT_FILE = 0, OUT_SERIES = 1, OUT_DIR = 2, MAX_OUTPUTS = 32 };
+
+static struct {
+  char *path;
+  int kind;        /* OUT_FILE, OUT_SERIES (a DICOM directory) or OUT_DIR */
+  int dir_existed; /* OUT_SERIES: it replaced an empty directory */
+} g_outputs[MAX_OUTPUTS];
+static int g_noutputs = 0;
+
+static void output_written(const char *path, int kind, int dir_existed) {
+  char *p;
+  if (g_noutputs == MAX_OUTPUTS || !(p = strdup(path)))
+    return; /* not reachable with the commands below */
+  g_outputs[g_noutputs].path = p;
+  g_outputs[g_noutputs].kind = kind;
+  g_outputs[g_noutputs].dir_existed = dir_existed;
+  g_noutputs++;
+}
+
+/* Removes the files of a directory that this run created (a DICOM
+ * series), then the directory unless it was there before. */
+static void remove_series(const char *dir, int keep_dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  if (d) {
+    while ((e = readdir(d)) != NULL) {
+      char *p;
+      size_t n;
+      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+        continue;
+      n = strlen(dir) + strlen(e->d_name) + 2;
+      if ((p = malloc(n)) != NULL) {
+        snprintf(p, n, "%s/%s", dir, e->d_name);
+        (void)unlink(p);
+        free(p);
+      }
+    }
+    closedir(d);
+  }
+  if (!keep_dir)
+    (void)rmdir(dir);
+}
+
+/* Undoes every recorded output, newest first, saying so when 'tell'. */
+static void outputs_remove(int tell) {
+  for (int i = g_noutputs - 1; i >= 0; i--) {
+    if (tell && g_outputs[i].kind != OUT_DIR)
+      fprintf(stderr, PROG ": removed %s, written before the failure\n",
+              g_outputs[i].path);
+    switch (g_outputs[i].kind) {
+    case OUT_FILE:
+      (void)unlink(g_outputs[i].path);
+      break;
+    case OUT_SERIES:
+      remove_series(g_outputs[i].path, g_outputs[i].dir_existed);
+      break;
+    case OUT_DIR:
+      (void)rmdir(g_outputs[i].path); /* only when empty */
+      break;
+    }
+  }
+}
+
+static void outputs_forget(void) {
+  for (int i = 0; i < g_noutputs; i++)
+    free(g_outputs[i].path);
+  g_noutputs = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* DICOM series and PNG previews (src/tools/dicom_export.h, png_preview.h)    */
+/* ------------------------------------------------------------------------ */
+
+/* The export options a command takes. */
+typedef struct export_opts {
+  const char *dicom;              /* --dicom DIR */
+  const char *dicom_opt;          /* its name in messages: NULL, "--dicom" */
+  const char *dicom_template;     /* --dicom-template FILE */
+  const char *series_description; /* --series-description TEXT */
+  int series_number;              /* --series-number N; 0: the default */
+  const char *png;                /* --png FILE */
+  int have_window;                /* --window C,W */
+  double window_center, window_width;
+} export_opts;
+
+enum {
+  EXPORT_OPTION_BASE = 1000,
+  OPT_DICOM = EXPORT_OPTION_BASE,
+  OPT_DICOM_TEMPLATE,
+  OPT_SERIES_DESCRIPTION,
+  OPT_SERIES_NUMBER,
+  OPT_PNG,
+  OPT_DISPLAY_WINDOW
+};
+
+#define DICOM_LONGOPTS                                                         \
+  {"dicom", required_argument, NULL, OPT_DICOM},                               \
+      {"dicom-template", required_argument, NULL, OPT_DICOM_TEMPLATE},         \
+      {"series-description", required_argument, NULL, OPT_SERIES_DESCRIPTION}, \
+  {                                                                            \
+    "series-number", required_argument, NULL, OPT_SERIES_NUMBER                \
+  }
+#define PNG_LONGOPTS                                                           \
+  {"png", required_argument, NULL, OPT_PNG}, {                                 \
+    "window", required_argument, NULL, OPT_DISPLAY_WINDOW                      \
+  }
+
+/* Parses "C,W" for --window. */
+static int parse_window(const char *opt, const char *text, export_opts *eo) {
+  char *end;
+  const char *comma = strchr(text, ',');
+  double c, w;
+  if (!comma)
+    return usage_error("%s: '%s' is not C,W (a centre and a width, e.g. "
+                       "40,400)",
+                       opt, text);
+  errno = 0;
+  c = strtod(text, &end);
+  while (end < comma && isspace((unsigned char)*end))
+    end++;
+  if (end == text || end != comma || !isfinite(c))
+    return usage_error("%s: '%s': the centre is not a finite number", opt,
+                       text);
+  w = strtod(comma + 1, &end);
+  while (*end && isspace((unsigned char)*end))
+    end++;
+  if (end == comma + 1 || *end || !isfinite(w) || !(w > 0))
+    return usage_error("%s: '%s': the width must be a number > 0", opt, text);
+  eo->have_window = 1;
+  eo->window_center = c;
+  eo->window_width = w;
+  return 0;
+}
+
+/* Handles one of the export options of getopt_long's result c; 1 when c is
+ * not one (the caller goes on), else 0 or the usage error's status (as
+ * -status, so that 0 stays "handled"). */
+static int export_option(int c, const char *arg, export_opts *eo, int *rc) {
+  *rc = 0;
+  switch (c) {
+  case OPT_DICOM:
+    if (!*arg)
+      *rc = usage_error("--dicom: the directory name is empty");
+    eo->dicom = arg;
+    return 0;
+  case OPT_DICOM_TEMPLATE:
+    if (!*arg)
+      *rc = usage_error("--dicom-template: the file name is empty");
+    eo->dicom_template = arg;
+    return 0;
+  case OPT_SERIES_DESCRIPTION:
+    eo->series_description = arg;
+    return 0;
+  case OPT_SERIES_NUMBER:
+    *rc = parse_int("--series-number", arg, 1, 2147483647, &eo->series_number);
+    return 0;
+  case OPT_PNG:
+    if (!*arg)
+      *rc = usage_error("--png: the file name is empty");
+    eo->png = arg;
+    return 0;
+  case OPT_DISPLAY_WINDOW:
+    *rc = parse_window("--window", arg, eo);
+    return 0;
+  default:
+    return 1;
+  }
+}
+
+/* Whether 'path' starts like a DICOM Part 10 file: 128 bytes, "DICM". */
+static int check_dicom_template(const char *path) {
+  unsigned char head[132];
+  struct stat st;
+  ssize_t n;
+  int fd = open(path, O_RDONLY);
+  if (fd < 0)
+    return fail_msg("--dicom-template %s: %s", path, strerror(errno));
+  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    close(fd);
+    return fail_msg("--dicom-template %s: is a directory", path);
+  }
+  n = read(fd, head, sizeof head);
+  close(fd);
+  if (n != (ssize_t)sizeof head || memcmp(head + 128, "DICM", 4) != 0)
+    return fail_msg("--dicom-template %s: not a DICOM file (no \"DICM\" "
+                    "after the 128-byte preamble)",
+                    path);
+  return 0;
+}
+
+/* Checks before any work that a DICOM series can go to 'dir': a new name
+ * (or an empty directory) in an existing, writable directory. The
+ * writer has the last word; this saves a long computation. */
+static int check_dicom_dir(const char *opt, const char *dir) {
+  struct stat st;
+  char *parent;
+  const char *slash;
+  size_t len = strlen(dir);
+  int rc = 0;
+  while (len > 1 && dir[len - 1] == '/')
+    len--;
+  if (lstat(dir, &st) == 0) {
+    DIR *d;
+    struct dirent *e;
+    int entries = 0;
+    if (!S_ISDIR(st.st_mode))
+      return fail_msg("%s %s: exists and is not a directory", opt, dir);
+    if (!(d = opendir(dir)))
+      return fail_msg("%s %s: %s", opt, dir, strerror(errno));
+    while ((e = readdir(d)) != NULL)
+      if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+        entries++;
+    closedir(d);
+    if (entries)
+      return fail_msg("%s %s: the directory is not empty (give a new or an "
+                      "empty directory)",
+                      opt, dir);
+  } else if (errno != ENOENT) {
+    return fail_msg("%s %s: %s", opt, dir, strerror(errno));
+  }
+  parent = strndup(dir, len);
+  if (!parent)
+    return fail_msg("out of memory");
+  slash = strrchr(parent, '/');
+  if (!slash) {
+    free(parent);
+    parent = strdup(".");
+  } else {
+    parent[slash == parent ? 1 : (size_t)(slash - parent)] = '\0';
+  }
+  if (!parent)
+    return fail_msg("out of memory");
+  if (stat(parent, &st) != 0)
+    rc = fail_msg("%s %s: %s: %s", opt, dir, parent, strerror(errno));
+  else if (!S_ISDIR(st.st_mode))
+    rc = fail_msg("%s %s: %s is not a directory", opt, dir, parent);
+  else if (access(parent, W_OK | X_OK) != 0)
+    rc = fail_msg("%s %s: %s: %s", opt, dir, parent, strerror(errno));
+  free(parent);
+  return rc;
+}
+
+/* The checks of the export options before any work: the features this
+ * build has, the paths, the template. */
+static int check_export(const export_opts *eo) {
+  int rc;
+  if ((eo->dicom_template || eo->series_description || eo->series_number) &&
+      !eo->dicom)
+    return usage_error("--dicom-template, --series-description and "
+                       "--series-number need --dicom DIR");
+#ifndef HAVE_DCMTK
+  if (eo->dicom)
+    return fail_msg("--dicom: this clara-recon was built without DCMTK, so "
+                    "it cannot write DICOM (install libdcmtk-dev and run "
+                    "configure again)");
+#endif
+#ifndef HAVE_PNG
+  if (eo->png)
+    return fail_msg("--png: this clara-recon was built without libpng, so "
+                    "it cannot write PNG previews (install libpng-dev and run "
+                    "configure again)");
+#endif
+  if (eo->dicom && (rc = check_dicom_dir(
+                        eo->dicom_opt ? eo->dicom_opt : "--dicom", eo->dicom)))
+    return rc;
+  if (eo->dicom_template && (rc = check_dicom_template(eo->dicom_template)))
+    return rc;
+  if (eo->png && (rc = check_output_path(eo->png)))
+    return rc;
+  return 0;
+}
+
+/* Writes the PNG preview of 'image' (on 'vol'), in the --window or the
+ * default one: CT images in HU the soft-tissue window, anything else
+ * (MR, CT in 1/mm) the 1st to 99th percentile. */
+static int write_png(const export_opts *eo, const char *path,
+                     const clara_volume *vol, const float *image, int hu,
+                     int quiet) {
+#ifdef HAVE_PNG
+  char err[512];
+  double c = eo->window_center, w = eo->window_width;
+  clara_status st;
+  if (interrupted())
+    return EXIT_FAILURE;
+  if (!eo->have_window) {
+    st = clara_png_default_window(hu ? CLARA_MODALITY_CT : CLARA_MODALITY_MR,
+                                  image, volume_count(vol), &c, &w, err,
+                                  sizeof err);
+    if (st != CLARA_OK)
+      return fail_msg("the PNG preview's window: %s", err);
+    /* an image of one value: any width shows it */
+    if (!(w > 0))
+      w = 1;
+  }
+  st = clara_png_write(path, image, vol->nx, vol->ny, vol->nz, c, w, err,
+                       sizeof err);
+  if (st != CLARA_OK)
+    return fail_msg("writing the PNG preview: %s", err);
+  output_written(path, OUT_FILE, 0);
+  if (!quiet) {
+    progress_clear();
+    printf("png: %s (%d x %d%s, window %.6g/%.6g%s)\n", path, vol->nx, vol->ny,
+           vol->nz > 1 ? ", a montage of slices" : "", c, w, hu ? " HU" : "");
+  }
+  return 0;
+#else
+  (void)eo;
+  (void)path;
+  (void)vol;
+  (void)image;
+  (void)hu;
+  (void)quiet;
+  return fail_msg("--png: built without libpng");
+#endif
+}
+
+#ifdef HAVE_DCMTK
+/* Strings for a series, kept until it is written. */
+typedef struct str_pool {
+  char buf[16384];
+  size_t used;
+} str_pool;
+
+static const char *pool_add(str_pool *p, const char *s, size_t n) {
+  char *out;
+  if (n + 1 > sizeof p->buf - p->used)
+    return NULL;
+  out = p->buf + p->used;
+  memcpy(out, s, n);
+  out[n] = '\0';
+  p->used += n + 1;
+  return out;
+}
+
+/* Whether s is well-formed UTF-8. */
+static int utf8_ok(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    int n = *p < 0x80         ? 0
+            : (*p >> 5) == 6  ? 1
+            : (*p >> 4) == 14 ? 2
+            : (*p >> 3) == 30 ? 3
+                              : -1;
+    if (n < 0)
+      return 0;
+    p++;
+    for (int i = 0; i < n; i++, p++)
+      if ((*p & 0xC0) != 0x80)
+        return 0;
+  }
+  return 1;
+}
+
+/* A value from a raw-data header for a DICOM text field of at most 'max'
+ * characters (64 for LO and PN, 16 for SH): control characters and
+ * backslashes become spaces, and a longer value is cut ('cut', for names
+ * and descriptions) or dropped (identifiers, which a cut would falsify),
+ * with a warning. NULL when empty or dropped. */
+static const char *dicom_text(str_pool *pool, const char *field, const char *v,
+                              int max, int cut) {
+  char tmp[1024];
+  size_t n = 0, end;
+  int chars = 0;
+  if (!v || !*v)
+    return NULL;
+  if (!utf8_ok(v)) {
+    warn_msg("%s \"%s\" from the raw data is not UTF-8: left out of the "
+             "DICOM series",
+             field, v);
+    return NULL;
+  }
+  for (const char *p = v; *p && n < sizeof tmp - 1; p++) {
+    unsigned char c = (unsigned char)*p;
+    tmp[n++] = (char)(c < 0x20 || c == 0x7F || c == '\\' ? ' ' : c);
+  }
+  tmp[n] = '\0';
+  for (end = 0; end < n; end++)
+    if (((unsigned char)tmp[end] & 0xC0) != 0x80 && ++chars > max)
+      break;
+  if (end < n) {
+    if (!cut) {
+      warn_msg("%s \"%s\" is longer than DICOM's %d characters: left out "
+               "of the series",
+               field, v, max);
+      return NULL;
+    }
+    warn_msg("%s \"%s\" is cut to DICOM's %d characters", field, v, max);
+    n = end;
+  }
+  while (n > 0 && tmp[n - 1] == ' ')
+    n--;
+  return n ? pool_add(pool, tmp, n) : NULL;
+}
+
+/* A code string (CS: at most 16 of A-Z, 0-9, space and '_'): letters
+ * are upper-cased; anything else drops the value with a warning. */
+static const char *dicom_code(str_pool *pool, const char *field,
+                              const char *v) {
+  char tmp[17];
+  size_t n = 0;
+  if (!v || !*v)
+    return NULL;
+  for (const char *p = v; *p; p++) {
+    char c = (char)toupper((unsigned char)*p);
+    if (n == 16 || !((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == ' ' || c == '_')) {
+      warn_msg("%s \"%s\" is not a DICOM code string (16 of A-Z, 0-9, "
+               "space, _): left out of the series",
+               field, v);
+      return NULL;
+    }
+    tmp[n++] = c;
+  }
+  return pool_add(pool, tmp, n);
+}
+
+static int all_digits(const char *s, int n) {
+  for (int i = 0; i < n; i++)
+    if (s[i] < '0' || s[i] > '9')
+      return 0;
+  return 1;
+}
+
+/* xs:date (YYYY-MM-DD, maybe with a time zone) or YYYYMMDD -> YYYYMMDD. */
+static const char *dicom_date(str_pool *pool, const char *field,
+                              const char *v) {
+  char d[9];
+  size_t n;
+  if (!v || !*v)
+    return NULL;
+  n = strlen(v);
+  if (n >= 10 && all_digits(v, 4) && v[4] == '-' && all_digits(v + 5, 2) &&
+      v[7] == '-' && all_digits(v + 8, 2) &&
+      (n == 10 || v[10] == 'Z' || v[10] == '+' || v[10] == '-')) {
+    memcpy(d, v, 4);
+    memcpy(d + 4, v + 5, 2);
+    memcpy(d + 6, v + 8, 2);
+  } else if (n == 8 && all_digits(v, 8)) {
+    memcpy(d, v, 8);
+  } else {
+    warn_msg("%s \"%s\" is not a date: left out of the DICOM series", field, v);
+    return NULL;
+  }
+  {
+    int month = (d[4] - '0') * 10 + (d[5] - '0');
+    int day = (d[6] - '0') * 10 + (d[7] - '0');
+    if (month < 1 || month > 12 || day < 1 || day > 31) {
+      warn_msg("%s \"%s\" is not a date: left out of the DICOM series", field,
+               v);
+      return NULL;
+    }
+  }
+  return pool_add(pool, d, 8);
+}
+
+/* xs:time (HH:MM:SS[.f], maybe with a time zone, which DICOM's local TM
+ * has no room for) or HHMMSS[.f] -> HHMMSS[.ffffff]. */
+static const char *dicom_time(str_pool *pool, const char *field,
+                              const char *v) {
+  char t[16];
+  size_t n = 0;
+  const char *p;
+  if (!v || !*v)
+    return NULL;
+  if (strlen(v) >= 8 && all_digits(v, 2) && v[2] == ':' &&
+      all_digits(v + 3, 2) && v[5] == ':' && all_digits(v + 6, 2)) {
+    memcpy(t, v, 2);
+    memcpy(t + 2, v + 3, 2);
+    memcpy(t + 4, v + 6, 2);
+    p = v + 8;
+  } else if (strlen(v) >= 6 && all_digits(v, 6)) {
+    memcpy(t, v, 6);
+    p = v + 6;
+  } else {
+    p = NULL;
+  }
+  if (p) {
+    n = 6;
+    if (*p == '.' && p[1] >= '0' && p[1] <= '9') {
+      t[n++] = '.';
+      for (p++; *p >= '0' && *p <= '9'; p++)
+        if (n < 13)
+          t[n++] = *p; /* at most 6 digits of fraction */
+    }
+    if (*p && *p != 'Z' && *p != '+' && *p != '-')
+      p = NULL;
+  }
+  if (!p || (t[0] - '0') * 10 + (t[1] - '0') > 23 ||
+      (t[2] - '0') * 10 + (t[3] - '0') > 59 ||
+      (t[4] - '0') * 10 + (t[5] - '0') > 60) {
+    warn_msg("%s \"%s\" is not a time: left out of the DICOM series", field, v);
+    return NULL;
+  }
+  return pool_add(pool, t, n);
+}
+
+/* A DICOM UID (digits and dots, no empty component or leading zero, at
+ * most 64 characters), or NULL with a warning. */
+static const char *dicom_uid(str_pool *pool, const char *field, const char *v) {
+  size_t n;
+  const char *comp;
+  if (!v || !*v)
+    return NULL;
+  n = strlen(v);
+  comp = v;
+  for (const char *p = v; n <= 64; p++) {
+    if (*p == '.' || *p == '\0') {
+      if (p == comp || (*comp == '0' && p - comp > 1))
+        break;
+      if (!*p)
+        return pool_add(pool, v, n);
+      comp = p + 1;
+    } else if (*p < '0' || *p > '9') {
+      break;
+    }
+  }
+  warn_msg("%s \"%s\" is not a DICOM UID: a new one is made", field, v);
+  return NULL;
+}
+
+/* DICOM's ScanningSequence for an ISMRMRD sequence_type, by the usual
+ * vendor names; RM (research mode) when it names none of them. */
+static const char *scanning_sequence(const char *type) {
+  char up[64];
+  size_t n = 0;
+  for (; type[n] && n < sizeof up - 1; n++)
+    up[n] = (char)toupper((unsigned char)type[n]);
+  up[n] = '\0';
+  if (!n)
+    return "RM";
+  if (strstr(up, "EPI"))
+    return "EP";
+  if (strncmp(up, "IR", 2) == 0 || strstr(up, "FLAIR") || strstr(up, "STIR") ||
+      strstr(up, "MPRAGE") || strstr(up, "INVERSION"))
+    return "IR";
+  if (strstr(up, "GRE") || strstr(up, "FLASH") || strstr(up, "FISP") ||
+      strstr(up, "SSFP") || strstr(up, "FFE") || strstr(up, "SPGR") ||
+      strstr(up, "GRADIENT") || strstr(up, "VIBE"))
+    return "GR";
+  if (strstr(up, "SE") || strstr(up, "HASTE") || strstr(up, "RARE") ||
+      strstr(up, "SPIN"))
+    return "SE";
+  return "RM";
+}
+
+/* Fills the patient, study, equipment and sequence fields of an MR
+ * series from a raw-data file's header (clara_mr_file_study), each
+ * checked against DICOM's rules (a value that breaks them is left out,
+ * or cut, with a warning). The frame of reference is not taken: the
+ * series' positions are the image grid's, not the scanner's. */
+static void series_from_study(clara_dicom_series *s, const clara_mr_study *st,
+                              int nz, str_pool *pool) {
+  if (!st->has_header)
+    return;
+  s->patient_name = dicom_text(pool, "patientName", st->patient_name, 64, 1);
+  s->patient_id = dicom_text(pool, "patientID", st->patient_id, 64, 0);
+  s->patient_birth_date =
+      dicom_date(pool, "patientBirthdate", st->patient_birth_date);
+  if (*st->patient_sex) {
+    if (strcmp(st->patient_sex, "M") == 0 ||
+        strcmp(st->patient_sex, "F") == 0 || strcmp(st->patient_sex, "O") == 0)
+      s->patient_sex = st->patient_sex;
+    else
+      warn_msg("patientGender \"%s\" is not M, F or O: left out of the "
+               "DICOM series",
+               st->patient_sex);
+  }
+  s->patient_weight_kg = st->patient_weight_kg;
+  s->study_instance_uid =
+      dicom_uid(pool, "studyInstanceUID", st->study_instance_uid);
+  s->study_date = dicom_date(pool, "studyDate", st->study_date);
+  s->study_time = dicom_time(pool, "studyTime", st->study_time);
+  s->study_id = dicom_text(pool, "studyID", st->study_id, 16, 0);
+  s->accession_number =
+      dicom_text(pool, "accessionNumber", st->accession_number, 16, 0);
+  s->referring_physician = dicom_text(pool, "referringPhysicianName",
+                                      st->referring_physician, 64, 1);
+  s->study_description =
+      dicom_text(pool, "studyDescription", st->study_description, 64, 1);
+  s->series_date = dicom_date(pool, "seriesDate", st->series_date);
+  s->series_time = dicom_time(pool, "seriesTime", st->series_time);
+  s->protocol_name = dicom_text(pool, "protocolName", st->protocol_name, 64, 1);
+  s->body_part = dicom_code(pool, "bodyPartExamined", st->body_part);
+  s->patient_position =
+      dicom_code(pool, "patientPosition", st->patient_position);
+  s->manufacturer = dicom_text(pool, "systemVendor", st->manufacturer, 64, 1);
+  s->manufacturer_model =
+      dicom_text(pool, "systemModel", st->manufacturer_model, 64, 1);
+  s->institution_name =
+      dicom_text(pool, "institutionName", st->institution_name, 64, 1);
+  s->station_name = dicom_text(pool, "stationName", st->station_name, 16, 1);
+  s->magnetic_field_t = st->field_strength_t;
+  s->repetition_time_ms = st->tr_ms;
+  s->echo_time_ms = st->te_ms;
+  s->inversion_time_ms = st->ti_ms;
+  s->flip_angle_deg = st->flip_angle_deg;
+  s->echo_train_length = st->echo_train_length;
+  s->scanning_sequence = scanning_sequence(st->sequence_type);
+  s->mr_acquisition_type = nz > 1 ? "3D" : "2D";
+  if (!s->series_description && *st->series_description)
+    s->series_description =
+        dicom_text(pool, "seriesDescription", st->series_description, 64, 1);
+}
+#endif /* HAVE_DCMTK */
+
+/* What a command knows for its DICOM series beyond the image. */
+typedef struct series_info {
+  clara_modality modality;
+  const char *description;     /* the default SeriesDescription */
+  int derived;                 /* denoised */
+  const char *derivation;      /* DerivationDescription */
+  const char *kernel;          /* CT: ConvolutionKernel */
+  const clara_mr_study *study; /* MR: the raw data's header, or NULL */
+  const char *patient_name, *patient_id; /* the demo's phantom */
+  const char *study_instance_uid;        /* put several series in one study */
+  const char *frame_of_reference_uid;    /* ... and one frame */
+  /* out: the UIDs the series got (for the next series of the study) */
+  char study_uid_out[80], frame_uid_out[80];
+} series_info;
+
+/* Writes 'image' (on 'vol'; CT in HU) as a DICOM series in 'dir', prints
+ * what it did (unless quiet) and warns about clipped voxels. */
+static int write_dicom(const export_opts *eo, const char *dir,
+                       const clara_volume *vol, const float *image,
+                       series_info *si, int quiet) {
+#ifdef HAVE_DCMTK
+  clara_dicom_series s;
+  clara_dicom_report rep;
+  str_pool *pool;
+  char err[1024], derivation[256];
+  struct stat sb;
+  clara_status st;
+  int existed, rc = 0;
+
+  if (interrupted())
+    return EXIT_FAILURE;
+  pool = calloc(1, sizeof *pool);
+  if (!pool)
+    return fail_msg("out of memory");
+  clara_dicom_series_init(&s, si->modality);
+  s.template_path = eo->dicom_template;
+  s.series_description = eo->series_description && *eo->series_description
+                             ? eo->series_description
+                             : NULL;
+  if (si->modality == CLARA_MODALITY_MR && si->study)
+    series_from_study(&s, si->study, vol->nz, pool);
+  if (!s.series_description)
+    s.series_description = si->description;
+  s.series_number = eo->series_number > 0 ? eo->series_number
+                    : si->derived         ? 2
+                                          : 1;
+  s.derived = si->derived;
+  if (si->derived) {
+    snprintf(derivation, sizeof derivation, "%s",
+             si->derivation ? si->derivation : "derived by clara-recon");
+    s.derivation_description = derivation;
+  }
+  s.convolution_kernel = si->kernel;
+  if (si->patient_name)
+    s.patient_name = si->patient_name;
+  if (si->patient_id)
+    s.patient_id = si->patient_id;
+  if (si->study_instance_uid)
+    s.study_instance_uid = si->study_instance_uid;
+  if (si->frame_of_reference_uid)
+    s.frame_of_reference_uid = si->frame_of_reference_uid;
+  if (eo->have_window) {
+    if (eo->window_width >= 1) {
+      s.window_center = eo->window_center;
+      s.window_width = eo->window_width;
+    } else {
+      note_msg(quiet,
+               "--window %g,%g: DICOM needs a width >= 1, so the "
+               "series %s keeps its default window",
+               eo->window_center, eo->window_width, dir);
+    }
+  }
+  existed = stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode);
+  st = clara_dicom_write_series(dir, &s, vol, image, &rep, err, sizeof err);
+  if (st != CLARA_OK) {
+    rc = fail_msg("writing the DICOM series: %s: %s", clara_status_name(st),
+                  err);
+    goto done;
+  }
+  output_written(dir, OUT_SERIES, existed);
+  snprintf(si->study_uid_out, sizeof si->study_uid_out, "%s",
+           rep.study_instance_uid);
+  snprintf(si->frame_uid_out, sizeof si->frame_uid_out, "%s",
+           rep.frame_of_reference_uid);
+  if (rep.clipped_low || rep.clipped_high)
+    warn_msg("DICOM series %s: %lld voxel%s below -33792 HU and %lld above "
+             "31743 HU (the image spans %.6g to %.6g HU) were clamped to the "
+             "int16 range of stored values",
+             dir, rep.clipped_low, rep.clipped_low == 1 ? "" : "s",
+             rep.clipped_high, (double)rep.min, (double)rep.max);
+  if (!quiet) {
+    progress_clear();
+    printf("dicom: %s: %d file%s, %s Image Storage, %s, rescale slope %.6g "
+           "intercept %.6g",
+           dir, rep.files, rep.files == 1 ? "" : "s",
+           si->modality == CLARA_MODALITY_CT ? "CT" : "MR",
+           si->derived ? "DERIVED\\SECONDARY" : "ORIGINAL\\PRIMARY", rep.slope,
+           rep.intercept);
+    if (rep.window_written)
+      printf(", window %.6g/%.6g", rep.window_center, rep.window_width);
+    printf(", study %s\n", rep.study_instance_uid);
+  }
+done:
+  free(pool);
+  return rc;
+#else
+  (void)eo;
+  (void)dir;
+  (void)vol;
+  (void)image;
+  (void)si;
+  (void)quiet;
+  return fail_msg("--dicom: built without DCMTK");
+#endif
+}
+
+/* Prints help entries "OPTION  TEXT", TEXT in the column 'col' (the
+ * command's own), wrapped at 79 characters. 'entries' holds pairs,
+ * NULL-terminated. */
+static void help_entries(FILE *f, int col, const char *const *entries) {
+  for (int i = 0; entries[i]; i += 2) {
+    const char *opt = entries[i], *t = entries[i + 1];
+    int at = fprintf(f, "      %s", opt);
+    if (at + 2 > col) {
+      fputc('\n', f);
+      at = 0;
+    }
+    while (*t) {
+      size_t room = (size_t)(79 - col), n = strlen(t);
+      if (n > room) {
+        n = room;
+        while (n > 0 && t[n] != ' ')
+          n--;
+        if (n == 0)
+          n = room;
+      }
+      fprintf(f, "%*s%.*s\n", col - at, "", (int)n, t);
+      at = 0;
+      t += n;
+      while (*t == ' ')
+        t++;
+    }
+  }
+}
+
+/* The help of --dicom and its companions ('what' says what the series
+ * holds), and of --png and --window. */
+static void export_help(FILE *f, int col, const char *what) {
+  const char *const entries[] = {
+      "--dicom DIR",
+      "also write a DICOM series into DIR (a new or an empty directory), one "
+      "file per slice",
+      "",
+      what,
+      "--dicom-template FILE",
+      "continue the study of this DICOM file (its patient and study are "
+      "copied)",
+      "--series-description TEXT",
+      "SeriesDescription (default: what was done)",
+      "--series-number N",
+      "SeriesNumber (default 1, or 2 for a derived series)",
+      NULL};
+  help_entries(f, col, entries);
+}
+
+static void png_help(FILE *f, int col, int dicom) {
+  const char *const entries[] = {
+      "--png FILE",
+      "also write an 8-bit greyscale PNG preview (a montage of up to 16 "
+      "slices for a volume)",
+      "--window C,W",
+      dicom ? "display window of the PNG and the DICOM series: centre,width "
+              "(default 40,400 for HU, else the 1st to 99th percentile)"
+            : "display window of the PNG: centre,width (default 40,400 for "
+              "HU, else the 1st to 99th percentile)",
+      NULL};
+  help_entries(f, col, entries);
+}
+
+static const char kProgressHelp[] =
+    "On a terminal a progress bar is drawn on stderr (not with --quiet). "
+    "Ctrl-C\n"
+    "cancels: the exit status is 130 and nothing written by the run is "
+    "left.\n";
+
+/* ------------------------------------------------------------------------ */
+/* Denoising models                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Whether a --model / --denoise value names a shipped model ("ct", "mr")
+ * rather than a file (write ./ct for a file of that name). */
+static int is_shipped_model(const char *model) {
+  return strcmp(model, "ct") == 0 || strcmp(model, "mr") == 0;
+}
+
+/* Loads the model named on the command line on 'ctx': "ct" and "mr" are
+ * the shipped models (from $CLARA_RECON_MODELS, else the installed models
+ * directory), anything else is a path. Fills *info. */
+static int load_model(clara_context *ctx, const char *model,
+                      clara_denoiser **out, clara_denoiser_info *info) {
+  clara_status st;
+  *out = NULL;
+  if (is_shipped_model(model))
+    st = clara_denoiser_load_shipped(ctx, model, out);
+  else
+    st = clara_denoiser_load(ctx, model, out);
+  if (st != CLARA_OK) {
+    if (is_shipped_model(model))
+      return lib_error(st, "loading the shipped %s model", model);
+    return lib_error(st, "loading the model %s", model);
+  }
+  st = clara_denoiser_get_info(*out, info);
+  if (st != CLARA_OK) {
+    clara_denoiser_destroy(*out);
+    *out = NULL;
+    return lib_error(st, "reading the facts of the model %s", model);
+  }
+  return 0;
+}
+
+/* "model: ct (shipped, DIR/ct-denoise.h5): dncnn for ct images in HU, 17
+ * layers of 3x3, ...". */
+static void print_model(const char *model, const clara_denoiser_info *di) {
+  const char *dir = getenv("CLARA_RECON_MODELS");
+  if (is_shipped_model(model) && dir && *dir)
+    printf("model: %s (shipped, %s/%s-denoise.h5)", model, dir, model);
+  else if (is_shipped_model(model))
+    printf("model: %s (shipped, installed)", model);
+  else
+    printf("model: %s", model);
+  printf(": %s for %s images%s%s, %d layers of 3x3, up to %d channels, "
+         "receptive field %d x %d, %s, %lld parameters, %.3g MFLOP/pixel\n",
+         di->architecture, clara_modality_name(di->modality),
+         *di->units ? " in " : "", di->units, di->layers, di->max_channels,
+         di->receptive_field, di->receptive_field,
+         di->residual ? "residual" : "direct", di->parameters,
+         di->flops_per_pixel * 1e-6);
+}
+
+/* The units a model wants its images in: the model's own, or HU for a CT
+ * model that names none; "" when any scale will do (MR). */
+static const char *model_units(const clara_denoiser_info *di) {
+  if (*di->units)
+    return di->units;
+  return di->modality == CLARA_MODALITY_CT ? "HU" : "";
 }
 
 /* ------------------------------------------------------------------------ */
@@ -488,14 +1508,17 @@ typedef struct recon_opts {
   clara_backend backend;
   int threads;
   clara_fbp_options fbp;
+  const char *denoise; /* --denoise: "ct", "mr" or a path; NULL: none */
 } recon_opts;
 
 typedef struct recon_result {
   float *image; /* malloc'd, volume_count(vol) floats */
   clara_backend backend;
   int threads;
-  double plan_ms, exec_ms;
+  double plan_ms, exec_ms; /* plan_ms includes loading the model */
   clara_fbp_info info;
+  int denoised;              /* a denoiser was attached */
+  clara_denoiser_info model; /* its facts, when denoised */
 } recon_result;
 
 /* The radius of the circle every view sees, as the library computes it for
@@ -525,6 +1548,7 @@ static int reconstruct(const clara_ct_geometry *g, const float *proj,
   clara_context_options co;
   clara_context *ctx = NULL;
   clara_fbp_plan *plan = NULL;
+  clara_denoiser *den = NULL;
   float *image = NULL;
   clara_status st;
   double t0, t1, t2;
@@ -534,6 +1558,7 @@ static int reconstruct(const clara_ct_geometry *g, const float *proj,
   clara_context_options_init(&co);
   co.backend = ro->backend;
   co.threads = ro->threads;
+  use_progress(&co);
   st = clara_context_create(&co, &ctx);
   if (st != CLARA_OK) {
     rc = lib_error(st, "starting the %s backend",
@@ -541,6 +1566,10 @@ static int reconstruct(const clara_ct_geometry *g, const float *proj,
     goto done;
   }
   t0 = now_ms();
+  /* the model first: a wrong name fails before the expensive planning */
+  if (ro->denoise && (rc = load_model(ctx, ro->denoise, &den, &res->model)))
+    goto done;
+  rc = EXIT_FAILURE;
   st = clara_fbp_plan_create(ctx, g, vol, &ro->fbp, &plan);
   if (st != CLARA_OK) {
     double rvol = 0.5 * fmin(vol->nx * vol->voxel[0], vol->ny * vol->voxel[1]) +
@@ -551,6 +1580,15 @@ static int reconstruct(const clara_ct_geometry *g, const float *proj,
       fprintf(stderr, PROG ": hint: choose a smaller grid with --size and "
                            "--voxel, or pass --allow-truncation\n");
     goto done;
+  }
+  if (den) {
+    st = clara_fbp_plan_set_denoiser(plan, den);
+    if (st != CLARA_OK) {
+      rc = lib_error(st, "attaching the model %s to the reconstruction",
+                     ro->denoise);
+      goto done;
+    }
+    res->denoised = 1;
   }
   t1 = now_ms();
   image = alloc_floats(volume_count(vol));
@@ -580,6 +1618,7 @@ static int reconstruct(const clara_ct_geometry *g, const float *proj,
 done:
   free(image);
   clara_fbp_plan_destroy(plan);
+  clara_denoiser_destroy(den); /* before its context */
   clara_context_destroy(ctx);
   return rc;
 }
@@ -617,6 +1656,11 @@ static void phantom_help(FILE *f) {
           "                     Poisson(I0 exp(-p)) and clamped to >= 1\n"
           "      --seed S       noise seed (default 0; same seed, same data)\n"
           "  -o, --output FILE  the file to write\n"
+          "      --png FILE     also write a PNG preview of the truth (a "
+          "montage for cone)\n"
+          "      --window C,W   its display window, in 1/mm (default: the "
+          "1st to 99th\n"
+          "                     percentile)\n"
           "  -q, --quiet        print nothing on success\n"
           "  -h, --help         this help\n"
           "Divergent beams: source 500 mm from the axis, detector 1000 mm "
@@ -647,7 +1691,10 @@ enum {
   OPT_COMBINE,
   OPT_NORM,
   OPT_WINDOW,
-  OPT_DATASET
+  OPT_DATASET,
+  OPT_DENOISE,
+  OPT_MODEL,
+  OPT_PRECISION
 };
 
 static int cmd_phantom_mr(int argc, char **argv);
@@ -680,9 +1727,11 @@ static int cmd_phantom(int argc, char **argv) {
       {"noise", required_argument, NULL, OPT_NOISE},
       {"seed", required_argument, NULL, OPT_SEED},
       {"output", required_argument, NULL, 'o'},
+      PNG_LONGOPTS,
       {"quiet", no_argument, NULL, 'q'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
+  export_opts eo;
   scan_spec sp;
   scan sc;
   const char *output = NULL, *geometry = NULL;
@@ -692,6 +1741,7 @@ static int cmd_phantom(int argc, char **argv) {
   if (phantom_kind_is_mr(argc, argv))
     return cmd_phantom_mr(argc, argv);
   memset(&sp, 0, sizeof sp);
+  memset(&eo, 0, sizeof eo);
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":g:n:o:qh", longopts, NULL)) != -1) {
     switch (c) {
@@ -736,6 +1786,11 @@ static int cmd_phantom(int argc, char **argv) {
       phantom_help(stdout);
       return 0;
     default:
+      if (!export_option(c, optarg, &eo, &rc)) {
+        if (rc)
+          return rc;
+        break;
+      }
       return bad_option(c, argv);
     }
   }
@@ -757,22 +1812,30 @@ static int cmd_phantom(int argc, char **argv) {
     return usage_error("--views is required");
   if (!output || !*output)
     return usage_error("the output file is required (-o FILE.h5)");
-  if ((rc = check_output_path(output)))
+  if ((rc = check_output_path(output)) || (rc = check_export(&eo)))
     return rc;
 
   if ((rc = build_scan(&sp, &sc)))
     return rc;
+  if (interrupted()) {
+    scan_free(&sc);
+    return EXIT_FAILURE;
+  }
   st = clara_ct_file_write(output, &sc.geom, sc.proj, &sc.truth_vol, sc.truth);
   if (st != CLARA_OK) {
     rc = lib_error(st, "writing %s", output);
-  } else if (!quiet) {
-    printf("phantom: %s, %d views over %.6g deg, %d x %d detector%s; truth "
-           "%d x %d x %d of %.4g mm; wrote %s\n",
-           clara_geometry_name(sc.geom.kind), sc.geom.views, sc.range_deg,
-           sc.geom.rows, sc.geom.cols, sp.noise_i0 > 0 ? ", Poisson noise" : "",
-           sc.truth_vol.nx, sc.truth_vol.ny, sc.truth_vol.nz,
-           sc.truth_vol.voxel[0], output);
+  } else {
+    output_written(output, OUT_FILE, 0);
+    if (!quiet)
+      printf("phantom: %s, %d views over %.6g deg, %d x %d detector%s; "
+             "truth %d x %d x %d of %.4g mm; wrote %s\n",
+             clara_geometry_name(sc.geom.kind), sc.geom.views, sc.range_deg,
+             sc.geom.rows, sc.geom.cols,
+             sp.noise_i0 > 0 ? ", Poisson noise" : "", sc.truth_vol.nx,
+             sc.truth_vol.ny, sc.truth_vol.nz, sc.truth_vol.voxel[0], output);
   }
+  if (rc == 0 && eo.png)
+    rc = write_png(&eo, eo.png, &sc.truth_vol, sc.truth, 0, quiet);
   scan_free(&sc);
   return rc;
 }
@@ -800,11 +1863,25 @@ static void ct_help(FILE *f) {
           "      --hu[=MU_WATER]   output Hounsfield units (mu_water "
           "default %g /mm)\n"
           "      --threads T       worker threads (default 0: all cores)\n"
+          "      --denoise M       denoise every slice with a CNN: ct (the "
+          "shipped CT\n"
+          "                        model) or the path of a model file. CT "
+          "models work in\n"
+          "                        HU, so this implies --hu (give "
+          "--hu=MU_WATER for\n"
+          "                        another mu_water)\n"
           "      --allow-truncation\n"
           "                        reconstruct even where the detector does "
           "not cover the\n"
-          "                        grid (expect cupping)\n"
-          "  -q, --quiet           print nothing on success\n"
+          "                        grid (expect cupping)\n",
+          kMuWater);
+  export_help(f, 24,
+              "CT Image Storage in HU (so --dicom implies --hu), "
+              "DERIVED\\SECONDARY when denoised");
+  png_help(f, 24, 1);
+  fprintf(f,
+          "  -q, --quiet           print nothing on success but warnings, "
+          "draw no progress\n"
           "  -h, --help            this help\n"
           "\n"
           "The grid: the grid of the file's /truth when it has one; "
@@ -814,8 +1891,8 @@ static void ct_help(FILE *f) {
           "voxel along z). --size and --voxel keep that grid's extent when "
           "given alone, and\n"
           "together set the grid exactly. Parallel and fan scans always have "
-          "nz = rows.\n",
-          kMuWater);
+          "nz = rows.\n%s",
+          kProgressHelp);
 }
 
 /* The grid to reconstruct on: 'base' (the file's truth grid) or the field
@@ -879,10 +1956,14 @@ static int cmd_ct(int argc, char **argv) {
       {"hu", optional_argument, NULL, OPT_HU},
       {"threads", required_argument, NULL, OPT_THREADS},
       {"allow-truncation", no_argument, NULL, OPT_ALLOW_TRUNCATION},
+      {"denoise", required_argument, NULL, OPT_DENOISE},
+      DICOM_LONGOPTS,
+      PNG_LONGOPTS,
       {"quiet", no_argument, NULL, 'q'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   const char *output = NULL, *input;
+  export_opts eo;
   recon_opts ro;
   recon_result res;
   clara_ct_geometry geom;
@@ -893,6 +1974,8 @@ static int cmd_ct(int argc, char **argv) {
   clara_status st;
 
   memset(&res, 0, sizeof res);
+  memset(&ro, 0, sizeof ro);
+  memset(&eo, 0, sizeof eo);
   ro.backend = CLARA_BACKEND_AUTO;
   ro.threads = 0;
   clara_fbp_options_init(&ro.fbp);
@@ -938,6 +2021,12 @@ static int cmd_ct(int argc, char **argv) {
     case OPT_ALLOW_TRUNCATION:
       ro.fbp.flags |= CLARA_FBP_ALLOW_TRUNCATION;
       break;
+    case OPT_DENOISE:
+      if (!*optarg)
+        return usage_error("--denoise: the model is empty (ct, or the path "
+                           "of a model file)");
+      ro.denoise = optarg;
+      break;
     case 'q':
       quiet = 1;
       break;
@@ -945,6 +2034,11 @@ static int cmd_ct(int argc, char **argv) {
       ct_help(stdout);
       return 0;
     default:
+      if (!export_option(c, optarg, &eo, &rc)) {
+        if (rc)
+          return rc;
+        break;
+      }
       return bad_option(c, argv);
     }
   }
@@ -956,8 +2050,13 @@ static int cmd_ct(int argc, char **argv) {
   input = argv[optind];
   if (!output || !*output)
     return usage_error("the output file is required (-o OUT.h5)");
-  if ((rc = check_output_path(output)))
+  if ((rc = check_output_path(output)) || (rc = check_export(&eo)))
     return rc;
+  /* CT models and DICOM work in HU: --denoise and --dicom imply --hu with
+   * the default mu_water */
+  if ((ro.denoise || eo.dicom) && !(ro.fbp.mu_water > 0))
+    ro.fbp.mu_water = kMuWater;
+  progress_setup(quiet);
 
   st = clara_ct_file_read(input, &geom, &angles, &proj);
   if (st != CLARA_OK)
@@ -970,31 +2069,66 @@ static int cmd_ct(int argc, char **argv) {
     rc = lib_error(st, "reading /truth of %s", input);
     goto done;
   } else if (!quiet && !says_missing(clara_last_error(), "/truth")) {
-    fprintf(stderr,
-            PROG ": warning: ignoring the unreadable /truth of %s (%s); "
-                 "using the default grid\n",
-            input, clara_last_error());
+    warn_msg("ignoring the unreadable /truth of %s (%s); using the default "
+             "grid",
+             input, clara_last_error());
   }
   if ((rc = choose_grid(&geom, have_truth ? &truth_vol : NULL, size, voxel,
                         &vol)))
     goto done;
   if ((rc = reconstruct(&geom, proj, &vol, &ro, &res)))
     goto done;
+  if (interrupted()) {
+    rc = EXIT_FAILURE;
+    goto done;
+  }
   st = clara_image_file_write(output, &vol, res.image,
                               ro.fbp.mu_water > 0 ? "HU" : "1/mm");
   if (st != CLARA_OK) {
     rc = lib_error(st, "writing %s", output);
     goto done;
   }
-  if (!quiet)
+  output_written(output, OUT_FILE, 0);
+  progress_clear();
+  if (!quiet) {
+    if (res.denoised)
+      print_model(ro.denoise, &res.model);
     printf("ct: %s, %d views x %d x %d -> %d x %d x %d voxels of %.4g mm "
-           "(%s, %s, %d thread%s): %.1f ms (plan %.1f, execute %.1f); "
+           "(%s, %s, %s%s, %d thread%s): %.1f ms (plan %.1f, execute %.1f); "
            "wrote %s\n",
            clara_geometry_name(geom.kind), geom.views, geom.rows, geom.cols,
            vol.nx, vol.ny, vol.nz, vol.voxel[0],
-           clara_filter_name(ro.fbp.filter), clara_backend_name(res.backend),
+           clara_filter_name(ro.fbp.filter),
+           ro.fbp.mu_water > 0 ? "HU" : "1/mm",
+           res.denoised ? "denoised, " : "", clara_backend_name(res.backend),
            res.threads, res.threads == 1 ? "" : "s", res.plan_ms + res.exec_ms,
            res.plan_ms, res.exec_ms, output);
+  }
+  if (eo.dicom) {
+    char desc[128], kernel[32], derivation[320];
+    series_info si;
+    size_t k;
+    memset(&si, 0, sizeof si);
+    snprintf(kernel, sizeof kernel, "%s", clara_filter_name(ro.fbp.filter));
+    for (k = 0; kernel[k]; k++)
+      kernel[k] = (char)toupper((unsigned char)kernel[k]);
+    snprintf(desc, sizeof desc, "clara-recon %s (%s)%s",
+             geom.kind == CLARA_GEOM_CONE ? "FDK" : "FBP",
+             clara_filter_name(ro.fbp.filter),
+             res.denoised ? ", denoised" : "");
+    snprintf(derivation, sizeof derivation,
+             "denoised by clara-recon with the CNN model %.256s", ro.denoise);
+    si.modality = CLARA_MODALITY_CT;
+    si.description = desc;
+    si.kernel = kernel;
+    si.derived = res.denoised;
+    si.derivation = derivation;
+    if ((rc = write_dicom(&eo, eo.dicom, &vol, res.image, &si, quiet)))
+      goto done;
+  }
+  if (eo.png && (rc = write_png(&eo, eo.png, &vol, res.image,
+                                ro.fbp.mu_water > 0, quiet)))
+    goto done;
 done:
   free(res.image);
   clara_free(angles);
@@ -1210,12 +2344,17 @@ static int cmd_phantom_mr(int argc, char **argv) {
       coupled_noise(&state, coils, (size_t)g.nx, sigma,
                     k + (size_t)y * g.nx * 2, (size_t)g.ny * g.nx, 1);
   }
+  if (interrupted()) {
+    rc = EXIT_FAILURE;
+    goto done;
+  }
   st = clara_mr_file_write_ismrmrd(output, &g, k, noise,
                                    noise ? MR_NOISE_SAMPLES : 0);
   if (st != CLARA_OK) {
     rc = lib_error(st, "writing %s", output);
     goto done;
   }
+  output_written(output, OUT_FILE, 0);
   if (truth_path) {
     size_t n = count3(size, size, 1);
     tv.nx = tv.ny = size;
@@ -1252,6 +2391,7 @@ static int cmd_phantom_mr(int argc, char **argv) {
       rc = lib_error(st, "writing %s", truth_path);
       goto done;
     }
+    output_written(truth_path, OUT_FILE, 0);
   }
   if (!quiet)
     printf("phantom: mr, %d coils, %d x %d k-space (recon %d x %d, FOV %d "
@@ -1277,23 +2417,40 @@ static void mr_help(FILE *f) {
         "Reconstructs Cartesian k-space from an ISMRMRD or fastMRI file "
         "(detected from\n"
         "its content) and writes the magnitude as /image ([slices][ny][x], "
-        "1 mm voxels,\n"
-        "units a.u.). Noise scans in the file are used for pre-whitening.\n"
+        "units a.u.).\n"
+        "The voxel size is the XML header's encoded field of view over the "
+        "matrix (1 mm\n"
+        "without one). Noise scans in the file are used for pre-whitening.\n"
         "\n"
         "  -o, --output FILE          the image file to write\n"
         "      --backend B            auto (default), cpu or cuda\n"
         "      --combine M            rss (default) or adaptive\n"
         "      --partial-fourier M    homodyne (default), pocs or zero\n"
         "      --norm N               ortho (default) or none (x sqrt(N))\n"
-        "      --window W             none (default), hann, hamming or "
-        "tukey\n"
+        "      --window W             k-space apodisation: none (default), "
+        "hann, hamming\n"
+        "                             or tukey (C,W: the display window, "
+        "below)\n"
         "      --dataset K            the dataset to reconstruct (default "
         "0)\n"
         "      --threads T            worker threads (default 0: all "
         "cores)\n"
-        "  -q, --quiet                print nothing on success\n"
-        "  -h, --help                 this help\n",
+        "      --denoise M            denoise every slice with a CNN: mr "
+        "(the shipped MR\n"
+        "                             model) or the path of a model file\n",
         f);
+  export_help(f, 29,
+              "MR Image Storage, DERIVED\\SECONDARY when denoised; patient, "
+              "study, scanner and sequence from the XML header; the image "
+              "axes are taken as the patient's (an axial orientation)");
+  png_help(f, 29, 1);
+  fprintf(f,
+          "  -q, --quiet                print nothing on success but "
+          "warnings, draw no\n"
+          "                             progress\n"
+          "  -h, --help                 this help\n"
+          "\n%s",
+          kProgressHelp);
 }
 
 /* Parses NAME against 'names' (NULL-terminated); -1 when unknown. */
@@ -1317,16 +2474,21 @@ typedef struct mr_recon {
   int noise_samples;
   clara_backend backend;
   int threads;
-  double plan_ms, exec_ms;
+  double plan_ms, exec_ms;   /* plan_ms includes loading the model */
+  int denoised;              /* a denoiser was attached */
+  clara_denoiser_info model; /* its facts, when denoised */
 } mr_recon;
 
-/* Reconstructs dataset 'index' of 'file' (whitened when it has noise). */
+/* Reconstructs dataset 'index' of 'file' (whitened when it has noise),
+ * denoised by the model 'denoise' ("mr" or a path) unless it is NULL. */
 static int mr_reconstruct(const clara_mr_file *file, const char *path,
                           int index, clara_backend backend, int threads,
-                          const clara_mr_options *base, mr_recon *out) {
+                          const clara_mr_options *base, const char *denoise,
+                          mr_recon *out) {
   clara_context_options co;
   clara_context *ctx = NULL;
   clara_mr_plan *plan = NULL;
+  clara_denoiser *den = NULL;
   clara_mr_options o = *base;
   clara_mr_geometry *g = &out->geom;
   const float *noise = NULL;
@@ -1388,16 +2550,29 @@ static int mr_reconstruct(const clara_mr_file *file, const char *path,
   clara_context_options_init(&co);
   co.backend = backend;
   co.threads = threads;
+  use_progress(&co);
   st = clara_context_create(&co, &ctx);
   if (st != CLARA_OK) {
     rc = lib_error(st, "starting the %s backend", clara_backend_name(backend));
     goto done;
   }
   t0 = now_ms();
+  if (denoise && (rc = load_model(ctx, denoise, &den, &out->model)))
+    goto done;
+  rc = EXIT_FAILURE;
   st = clara_mr_plan_create(ctx, g, &o, &plan);
   if (st != CLARA_OK) {
     rc = lib_error(st, "planning the reconstruction of dataset %d", index);
     goto done;
+  }
+  if (den) {
+    st = clara_mr_plan_set_denoiser(plan, den);
+    if (st != CLARA_OK) {
+      rc = lib_error(st, "attaching the model %s to the reconstruction",
+                     denoise);
+      goto done;
+    }
+    out->denoised = 1;
   }
   t1 = now_ms();
   st = clara_mr_execute(plan, k, image);
@@ -1415,11 +2590,31 @@ static int mr_reconstruct(const clara_mr_file *file, const char *path,
   rc = 0;
 done:
   clara_mr_plan_destroy(plan);
+  clara_denoiser_destroy(den); /* before its context */
   clara_context_destroy(ctx);
   free(k);
   free(cov);
   free(image);
   return rc;
+}
+
+/* The voxel size of an MR image from the raw data's header: the encoded
+ * field of view over the dataset's matrix (removing readout oversampling
+ * crops the image, which keeps the spacing). Returns 2 when the header
+ * gives all three, 1 when only x and y (the slices get 1 mm), 0 when not
+ * even those (1 mm voxels). */
+static int mr_voxel(const clara_mr_study *st, const clara_mr_geometry *g,
+                    double voxel[3]) {
+  const double *fov = st->encoded_fov_mm;
+  voxel[0] = voxel[1] = voxel[2] = 1.0;
+  if (!(fov[0] > 0 && fov[1] > 0))
+    return 0;
+  voxel[0] = fov[0] / g->nx;
+  voxel[1] = fov[1] / g->ny;
+  if (!(fov[2] > 0))
+    return 1;
+  voxel[2] = fov[2] / g->nz;
+  return 2;
 }
 
 static int cmd_mr(int argc, char **argv) {
@@ -1432,19 +2627,25 @@ static int cmd_mr(int argc, char **argv) {
       {"window", required_argument, NULL, OPT_WINDOW},
       {"dataset", required_argument, NULL, OPT_DATASET},
       {"threads", required_argument, NULL, OPT_THREADS},
+      {"denoise", required_argument, NULL, OPT_DENOISE},
+      DICOM_LONGOPTS,
+      {"png", required_argument, NULL, OPT_PNG},
       {"quiet", no_argument, NULL, 'q'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
-  const char *output = NULL, *input;
+  const char *output = NULL, *input, *denoise = NULL;
   clara_backend backend = CLARA_BACKEND_AUTO;
   clara_mr_options o;
   clara_mr_file *file = NULL;
+  clara_mr_study study;
+  export_opts eo;
   mr_recon r;
   clara_volume vol;
   clara_status st;
-  int threads = 0, dataset = 0, quiet = 0, c, v, rc;
+  int threads = 0, dataset = 0, quiet = 0, have_fov, c, v, rc;
 
   memset(&r, 0, sizeof r);
+  memset(&eo, 0, sizeof eo);
   clara_mr_options_init(&o);
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
@@ -1478,9 +2679,16 @@ static int cmd_mr(int argc, char **argv) {
       o.norm = (clara_mr_norm)v;
       break;
     case OPT_WINDOW:
+      /* "C,W": the display window; a name: the k-space apodisation */
+      if (strchr(optarg, ',')) {
+        if ((rc = parse_window("--window", optarg, &eo)))
+          return rc;
+        break;
+      }
       if ((v = pick(optarg, kWindowNames)) < 0)
         return usage_error("--window: unknown window '%s' (none, hann, "
-                           "hamming or tukey)",
+                           "hamming or tukey; or C,W for the display "
+                           "window)",
                            optarg);
       o.window = (clara_mr_window)v;
       break;
@@ -1492,6 +2700,12 @@ static int cmd_mr(int argc, char **argv) {
       if ((rc = parse_int("--threads", optarg, 0, MAX_THREADS, &threads)))
         return rc;
       break;
+    case OPT_DENOISE:
+      if (!*optarg)
+        return usage_error("--denoise: the model is empty (mr, or the path "
+                           "of a model file)");
+      denoise = optarg;
+      break;
     case 'q':
       quiet = 1;
       break;
@@ -1499,6 +2713,11 @@ static int cmd_mr(int argc, char **argv) {
       mr_help(stdout);
       return 0;
     default:
+      if (!export_option(c, optarg, &eo, &rc)) {
+        if (rc)
+          return rc;
+        break;
+      }
       return bad_option(c, argv);
     }
   }
@@ -1510,27 +2729,48 @@ static int cmd_mr(int argc, char **argv) {
   input = argv[optind];
   if (!output || !*output)
     return usage_error("the output file is required (-o OUT.h5)");
-  if ((rc = check_output_path(output)))
+  if ((rc = check_output_path(output)) || (rc = check_export(&eo)))
     return rc;
+  progress_setup(quiet);
 
   st = clara_mr_file_open(input, &file);
   if (st != CLARA_OK)
     return lib_error(st, "reading %s", input);
-  if ((rc = mr_reconstruct(file, input, dataset, backend, threads, &o, &r)))
+  if ((rc = mr_reconstruct(file, input, dataset, backend, threads, &o, denoise,
+                           &r)))
     goto done;
+  st = clara_mr_file_study(file, dataset, &study);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "reading the header of %s", input);
+    goto done;
+  }
   vol.nx = r.rnx;
   vol.ny = r.geom.ny;
   vol.nz = r.geom.slices * r.geom.nz;
-  vol.voxel[0] = vol.voxel[1] = vol.voxel[2] = 1.0; /* no FOV from the reader */
+  have_fov = mr_voxel(&study, &r.geom, vol.voxel);
   vol.center[0] = vol.center[1] = vol.center[2] = 0;
+  if (eo.dicom && have_fov < 2)
+    note_msg(quiet,
+             "%s: the XML header gives no %sfield of view, so the "
+             "DICOM series has %s",
+             input, have_fov ? "slice thickness (encodedSpace z) in its " : "",
+             have_fov ? "1 mm slices" : "1 mm voxels");
+  if (interrupted()) {
+    rc = EXIT_FAILURE;
+    goto done;
+  }
   st = clara_image_file_write(output, &vol, r.image, "a.u.");
   if (st != CLARA_OK) {
     rc = lib_error(st, "writing %s", output);
     goto done;
   }
-  if (!quiet)
+  output_written(output, OUT_FILE, 0);
+  progress_clear();
+  if (!quiet) {
+    if (r.denoised)
+      print_model(denoise, &r.model);
     printf("mr: %s dataset %d, %d coil%s, %d x %d x %d k-space (ky %d..%d), "
-           "%d slice%s -> %d x %d x %d (%s, %s, %s%s; %s, %d thread%s): "
+           "%d slice%s -> %d x %d x %d (%s, %s, %s%s%s; %s, %d thread%s): "
            "%.1f ms (plan %.1f, execute %.1f); wrote %s\n",
            clara_mr_file_format(file), dataset, r.geom.coils,
            r.geom.coils == 1 ? "" : "s", r.geom.nx, r.geom.ny, r.geom.nz,
@@ -1538,11 +2778,268 @@ static int cmd_mr(int argc, char **argv) {
            r.geom.slices == 1 ? "" : "s", vol.nx, vol.ny, vol.nz,
            kCombineNames[o.combine], kPfNames[o.partial_fourier],
            kNormNames[o.norm], r.noise_samples ? ", whitened" : "",
-           clara_backend_name(r.backend), r.threads, r.threads == 1 ? "" : "s",
-           r.plan_ms + r.exec_ms, r.plan_ms, r.exec_ms, output);
+           r.denoised ? ", denoised" : "", clara_backend_name(r.backend),
+           r.threads, r.threads == 1 ? "" : "s", r.plan_ms + r.exec_ms,
+           r.plan_ms, r.exec_ms, output);
+  }
+  if (eo.dicom) {
+    char desc[128], derivation[320];
+    series_info si;
+    memset(&si, 0, sizeof si);
+    snprintf(desc, sizeof desc, "clara-recon MR (%s)%s",
+             kCombineNames[o.combine], r.denoised ? ", denoised" : "");
+    snprintf(derivation, sizeof derivation,
+             "denoised by clara-recon with the CNN model %.256s", denoise);
+    si.modality = CLARA_MODALITY_MR;
+    si.description = desc;
+    si.derived = r.denoised;
+    si.derivation = derivation;
+    si.study = &study;
+    if ((rc = write_dicom(&eo, eo.dicom, &vol, r.image, &si, quiet)))
+      goto done;
+  }
+  if (eo.png && (rc = write_png(&eo, eo.png, &vol, r.image, 0, quiet)))
+    goto done;
 done:
   free(r.image);
   clara_mr_file_close(file);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* clara-recon denoise                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void denoise_help(FILE *f) {
+  fputs("Usage: " PROG " denoise IN.h5 -o OUT.h5 --model M [OPTIONS]\n"
+        "Denoises every z slice of an image file with a trained CNN and "
+        "writes the result\n"
+        "as an image file on the same grid (sizes, voxel size, centre) "
+        "with the same\n"
+        "units.\n"
+        "\n"
+        "  -o, --output FILE    the image file to write\n"
+        "  -m, --model M        ct or mr: the shipped models, from the "
+        "directory in\n"
+        "                       $CLARA_RECON_MODELS, else the installed "
+        "one; anything\n"
+        "                       else is the path of a model file (./ct for "
+        "a file named\n"
+        "                       ct)\n"
+        "      --backend B      auto (default), cpu or cuda\n"
+        "      --threads T      worker threads (default 0: all cores)\n"
+        "      --dataset D      the image to read: /image (default) or "
+        "/truth\n"
+        "      --precision P    fp32 (default) or fp16 (the cuda backend "
+        "only)\n",
+        f);
+  png_help(f, 23, 0);
+  fputs("  -q, --quiet          print nothing on success but warnings, draw "
+        "no progress\n"
+        "  -h, --help           this help\n"
+        "\n"
+        "A CT model needs an image in Hounsfield units (units HU: '" PROG
+        " ct --hu'\n"
+        "makes one, and '" PROG " ct --denoise ct' reconstructs and "
+        "denoises at once).\n"
+        "An MR model takes magnitude images of any scale (not CT images: "
+        "HU, 1/mm).\n"
+        "Slices must be at least the model's receptive field (2 x layers + 1 "
+        "pixels)\n"
+        "across in x and y. 'change' is the RMS of output - input.\n",
+        f);
+  fputs(kProgressHelp, f);
+}
+
+static const char *const kPrecisionNames[] = {"fp32", "fp16", NULL};
+
+/* Whether an image's units are the ones the model takes; prints why not. */
+static int check_units(const char *input, const char *dataset,
+                       const char *units, const char *model,
+                       const clara_denoiser_info *di) {
+  const char *want = model_units(di);
+  const char *mod = clara_modality_name(di->modality);
+  const int mu = strcmp(units, "1/mm") == 0;
+  if (*want && strcmp(units, want) != 0) {
+    /* no units: a CT file's /truth, mu in 1/mm */
+    if (di->modality == CLARA_MODALITY_CT && (mu || !*units))
+      return fail_msg("%s:%s %s, but the %s model %s works in HU; "
+                      "reconstruct in Hounsfield units with '" PROG
+                      " ct --hu' (or '" PROG " ct --denoise')",
+                      input, dataset, mu ? "is in 1/mm (mu)" : "has no units",
+                      mod, model);
+    return fail_msg("%s:%s is in %s, but the %s model %s expects %s", input,
+                    dataset, *units ? units : "no units", mod, model, want);
+  }
+  if (di->modality == CLARA_MODALITY_MR && (mu || strcmp(units, "HU") == 0))
+    return fail_msg("%s:%s is a CT image (in %s), but the model %s is for MR "
+                    "magnitude images; use a CT model",
+                    input, dataset, units, model);
+  return 0;
+}
+
+static int cmd_denoise(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"output", required_argument, NULL, 'o'},
+      {"model", required_argument, NULL, 'm'},
+      {"backend", required_argument, NULL, OPT_BACKEND},
+      {"threads", required_argument, NULL, OPT_THREADS},
+      {"dataset", required_argument, NULL, OPT_DATASET},
+      {"precision", required_argument, NULL, OPT_PRECISION},
+      PNG_LONGOPTS,
+      {"quiet", no_argument, NULL, 'q'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  const char *output = NULL, *input, *model = NULL, *dataset = "/image";
+  export_opts eo;
+  clara_backend backend = CLARA_BACKEND_AUTO;
+  clara_precision precision = CLARA_PRECISION_FP32;
+  clara_context_options co;
+  clara_context *ctx = NULL;
+  clara_denoiser *den = NULL;
+  clara_denoiser_info di;
+  clara_volume vol;
+  float *image = NULL, *out = NULL;
+  char units[32];
+  clara_status st;
+  double t0, t1, t2, sum2 = 0;
+  size_t n;
+  int threads = 0, quiet = 0, c, v, rc;
+
+  memset(&eo, 0, sizeof eo);
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, ":o:m:qh", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'o':
+      output = optarg;
+      break;
+    case 'm':
+      model = optarg;
+      break;
+    case OPT_BACKEND:
+      if (clara_backend_parse(optarg, &backend) != CLARA_OK)
+        return usage_error("--backend: %s", clara_last_error());
+      break;
+    case OPT_THREADS:
+      if ((rc = parse_int("--threads", optarg, 0, MAX_THREADS, &threads)))
+        return rc;
+      break;
+    case OPT_DATASET:
+      dataset = optarg;
+      break;
+    case OPT_PRECISION:
+      if ((v = pick(optarg, kPrecisionNames)) < 0)
+        return usage_error("--precision: unknown precision '%s' (fp32 or "
+                           "fp16)",
+                           optarg);
+      precision = v ? CLARA_PRECISION_FP16 : CLARA_PRECISION_FP32;
+      break;
+    case 'q':
+      quiet = 1;
+      break;
+    case 'h':
+      denoise_help(stdout);
+      return 0;
+    default:
+      if (!export_option(c, optarg, &eo, &rc)) {
+        if (rc)
+          return rc;
+        break;
+      }
+      return bad_option(c, argv);
+    }
+  }
+  if (optind >= argc)
+    return usage_error("the input file is required (" PROG
+                       " denoise IN.h5 -o OUT.h5 --model M)");
+  if (optind + 1 < argc)
+    return usage_error("unexpected argument '%s'", argv[optind + 1]);
+  input = argv[optind];
+  if (!output || !*output)
+    return usage_error("the output file is required (-o OUT.h5)");
+  if (!model || !*model)
+    return usage_error("the model is required (--model ct, --model mr or "
+                       "--model FILE.h5)");
+  if (!*dataset)
+    return usage_error("--dataset: the name is empty (/image or /truth)");
+  if ((rc = check_output_path(output)) || (rc = check_export(&eo)))
+    return rc;
+  progress_setup(quiet);
+
+  st = clara_image_file_read(input, dataset, &vol, &image, units, sizeof units);
+  if (st != CLARA_OK)
+    return lib_error(st, "reading %s:%s", input, dataset);
+  rc = EXIT_FAILURE;
+  clara_context_options_init(&co);
+  co.backend = backend;
+  co.threads = threads;
+  use_progress(&co);
+  st = clara_context_create(&co, &ctx);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "starting the %s backend", clara_backend_name(backend));
+    goto done;
+  }
+  t0 = now_ms();
+  if ((rc = load_model(ctx, model, &den, &di)))
+    goto done;
+  rc = EXIT_FAILURE;
+  if (precision != CLARA_PRECISION_FP32) {
+    st = clara_denoiser_set_precision(den, precision);
+    if (st != CLARA_OK) {
+      rc = lib_error(st, "--precision %s", kPrecisionNames[precision]);
+      goto done;
+    }
+  }
+  if ((rc = check_units(input, dataset, units, model, &di)))
+    goto done;
+  rc = EXIT_FAILURE;
+  n = volume_count(&vol);
+  out = alloc_floats(n);
+  if (!out) {
+    rc = fail_msg("out of memory for a %d x %d x %d image", vol.nx, vol.ny,
+                  vol.nz);
+    goto done;
+  }
+  t1 = now_ms();
+  st = clara_denoise(den, image, out, vol.nx, vol.ny, vol.nz);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "denoising %s:%s", input, dataset);
+    goto done;
+  }
+  t2 = now_ms();
+  if (interrupted())
+    goto done;
+  st = clara_image_file_write(output, &vol, out, units);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "writing %s", output);
+    goto done;
+  }
+  output_written(output, OUT_FILE, 0);
+  progress_clear();
+  rc = 0;
+  if (!quiet) {
+    int nthreads = clara_context_threads(ctx);
+    for (size_t i = 0; i < n; i++) {
+      double d = (double)out[i] - (double)image[i];
+      sum2 += d * d;
+    }
+    print_model(model, &di);
+    printf("denoise: %s:%s, %d x %d x %d voxels of %.4g mm%s%s%s -> change "
+           "%.4g%s%s (%s, %s, %d thread%s): %.1f ms (load %.1f, denoise "
+           "%.1f); wrote %s\n",
+           input, dataset, vol.nx, vol.ny, vol.nz, vol.voxel[0],
+           *units ? " (" : "", units, *units ? ")" : "", sqrt(sum2 / (double)n),
+           *units ? " " : "", units, kPrecisionNames[precision],
+           clara_backend_name(clara_context_backend(ctx)), nthreads,
+           nthreads == 1 ? "" : "s", t2 - t0, t1 - t0, t2 - t1, output);
+  }
+  if (eo.png)
+    rc = write_png(&eo, eo.png, &vol, out, strcmp(units, "HU") == 0, quiet);
+done:
+  clara_free(image);
+  free(out);
+  clara_denoiser_destroy(den);
+  clara_context_destroy(ctx);
   return rc;
 }
 
@@ -1573,7 +3070,7 @@ static int mr_compare_reference(const clara_mr_file *file, const char *path) {
   o.combine = CLARA_MR_COMBINE_RSS;
   o.norm = CLARA_MR_NORM_ORTHO;
   o.partial_fourier = CLARA_MR_PF_ZERO;
-  if ((rc = mr_reconstruct(file, path, 0, CLARA_BACKEND_CPU, 0, &o, &r)))
+  if ((rc = mr_reconstruct(file, path, 0, CLARA_BACKEND_CPU, 0, &o, NULL, &r)))
     return rc;
   if (r.geom.nz != 1 || rs != r.geom.slices || ry > r.geom.ny || rx > r.rnx) {
     free(r.image);
@@ -1655,12 +3152,14 @@ static int mr_info(const clara_mr_file *file, const char *path) {
 static void info_help(FILE *f) {
   fputs("Usage: " PROG " info FILE.h5 [--compare TRUTH.h5]\n"
         "Describes a CT input file (/ct and /truth), an image file "
-        "(/image) or MR raw\n"
+        "(/image), MR raw\n"
         "data (ISMRMRD or fastMRI: datasets, geometry, noise scans; for a "
         "fastMRI file\n"
         "with reconstruction_rss, 'nmse' and 'psnr' of an RSS + ortho "
         "reconstruction\n"
-        "of dataset 0, centre-cropped, against it).\n"
+        "of dataset 0, centre-cropped, against it) or a denoiser model "
+        "(modality, units,\n"
+        "layers, channels, receptive field, parameters, training data).\n"
         "\n"
         "      --compare TRUTH.h5  compare FILE's /image with TRUTH's /truth "
         "(or its\n"
@@ -1785,6 +3284,57 @@ done:
   return rc;
 }
 
+/* Describes a denoiser model file. Returns -1 when 'path' is not one (it
+ * cannot be read as HDF5, or its root has no "clara-recon-denoiser"
+ * format attribute), else the exit status. */
+static int model_info(const char *path, int compare) {
+  clara_context_options co;
+  clara_context *ctx = NULL;
+  clara_denoiser *den = NULL;
+  clara_denoiser_info di;
+  clara_status st;
+  int rc;
+
+  clara_context_options_init(&co);
+  co.backend = CLARA_BACKEND_CPU;
+  co.threads = 1;
+  st = clara_context_create(&co, &ctx);
+  if (st != CLARA_OK)
+    return lib_error(st, "starting the cpu backend");
+  st = clara_denoiser_load(ctx, path, &den);
+  if (st != CLARA_OK) {
+    const char *msg = clara_last_error();
+    if (st == CLARA_ERR_IO || strstr(msg, "/: attribute format ") ||
+        strstr(msg, "/: attribute format:"))
+      rc = -1; /* not a model file: the other readers say what it is */
+    else
+      rc = lib_error(st, "reading the model %s", path);
+  } else if (compare) {
+    rc = fail_msg("cannot compare: %s is a denoiser model, not an image", path);
+  } else if ((st = clara_denoiser_get_info(den, &di)) != CLARA_OK) {
+    rc = lib_error(st, "reading the facts of the model %s", path);
+  } else {
+    printf("%s\n", path);
+    printf("denoiser model: %s for %s images\n", di.architecture,
+           clara_modality_name(di.modality));
+    printf("  units         %s\n", *di.units ? di.units : "(any scale)");
+    printf("  layers        %d (3x3 convolutions), up to %d channels\n",
+           di.layers, di.max_channels);
+    printf("  receptive field %d x %d pixels (the smallest slice)\n",
+           di.receptive_field, di.receptive_field);
+    printf("  output        %s\n",
+           di.residual ? "residual (input - predicted noise)" : "direct");
+    printf("  parameters    %lld\n", di.parameters);
+    printf("  cost          %.6g MFLOP per pixel\n", di.flops_per_pixel * 1e-6);
+    printf("  training data %s\n",
+           *di.training_data ? di.training_data : "(not recorded)");
+    rc = 0;
+  }
+  clara_denoiser_destroy(den);
+  clara_context_destroy(ctx);
+  return rc;
+}
+
 static int cmd_info(int argc, char **argv) {
   static const struct option longopts[] = {
       {"compare", required_argument, NULL, OPT_COMPARE},
@@ -1832,6 +3382,9 @@ static int cmd_info(int argc, char **argv) {
       return rc;
     }
   }
+  if ((rc = model_info(path, compare != NULL)) >= 0)
+    return rc;
+  rc = 0;
   status[0] = clara_ct_file_read(path, &geom, &angles, &proj);
   if (status[0] != CLARA_OK && status[0] != CLARA_ERR_FORMAT)
     return lib_error(status[0], "reading %s", path); /* not HDF5, ... */
@@ -1882,19 +3435,203 @@ static int cmd_info(int argc, char **argv) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* clara-recon export-dicom                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void export_dicom_help(FILE *f) {
+  fputs("Usage: " PROG " export-dicom IN.h5 -o DIR [OPTIONS]\n"
+        "Writes an image file (from ct, mr or denoise) as a DICOM series in "
+        "DIR, a new\n"
+        "or an empty directory: one single-frame file per z slice, CT Image "
+        "Storage for\n"
+        "an image in HU and MR Image Storage otherwise, on the file's grid "
+        "(voxel size\n"
+        "and centre; the image axes are taken as the patient's).\n"
+        "\n"
+        "  -o, --output DIR          the directory to write\n"
+        "      --modality M          ct (the image must be in HU) or mr "
+        "(default: ct for\n"
+        "                            units HU, mr for any other units but "
+        "1/mm)\n"
+        "      --dataset D           the image to read: /image (default) or "
+        "/truth\n"
+        "      --derived             ImageType DERIVED\\SECONDARY (e.g. a "
+        "denoised image)\n"
+        "      --dicom-template FILE\n"
+        "                            continue the study of this DICOM file "
+        "(its patient\n"
+        "                            and study are copied)\n"
+        "      --series-description TEXT\n"
+        "                            SeriesDescription (default: \"clara-recon "
+        "export\")\n"
+        "      --series-number N     SeriesNumber (default 1, or 2 when "
+        "derived)\n",
+        f);
+  png_help(f, 28, 1);
+  fputs("  -q, --quiet               print nothing on success but warnings\n"
+        "  -h, --help                this help\n"
+        "\n"
+        "CT values outside [-33792, 31743] HU do not fit DICOM's 16-bit "
+        "stored values:\n"
+        "they are clamped, with a warning. NaN or infinite voxels are "
+        "refused.\n",
+        f);
+}
+
+enum { OPT_MODALITY = 2000, OPT_DERIVED };
+
+static int cmd_export_dicom(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"output", required_argument, NULL, 'o'},
+      {"modality", required_argument, NULL, OPT_MODALITY},
+      {"dataset", required_argument, NULL, OPT_DATASET},
+      {"derived", no_argument, NULL, OPT_DERIVED},
+      {"dicom-template", required_argument, NULL, OPT_DICOM_TEMPLATE},
+      {"series-description", required_argument, NULL, OPT_SERIES_DESCRIPTION},
+      {"series-number", required_argument, NULL, OPT_SERIES_NUMBER},
+      PNG_LONGOPTS,
+      {"quiet", no_argument, NULL, 'q'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  static const char *const kModalityNames[] = {"ct", "mr", NULL};
+  const char *input, *dataset = "/image";
+  export_opts eo;
+  series_info si;
+  clara_volume vol;
+  float *image = NULL;
+  char units[32];
+  clara_status st;
+  int modality = -1, derived = 0, quiet = 0, c, rc;
+
+  memset(&eo, 0, sizeof eo);
+  memset(&si, 0, sizeof si);
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'o':
+      if (!*optarg)
+        return usage_error("-o: the directory name is empty");
+      eo.dicom = optarg;
+      eo.dicom_opt = "-o";
+      break;
+    case OPT_MODALITY:
+      if ((modality = pick(optarg, kModalityNames)) < 0)
+        return usage_error("--modality: unknown modality '%s' (ct or mr)",
+                           optarg);
+      break;
+    case OPT_DATASET:
+      dataset = optarg;
+      break;
+    case OPT_DERIVED:
+      derived = 1;
+      break;
+    case 'q':
+      quiet = 1;
+      break;
+    case 'h':
+      export_dicom_help(stdout);
+      return 0;
+    default:
+      if (!export_option(c, optarg, &eo, &rc)) {
+        if (rc)
+          return rc;
+        break;
+      }
+      return bad_option(c, argv);
+    }
+  }
+  if (optind >= argc)
+    return usage_error("the input file is required (" PROG
+                       " export-dicom IN.h5 -o DIR)");
+  if (optind + 1 < argc)
+    return usage_error("unexpected argument '%s'", argv[optind + 1]);
+  input = argv[optind];
+  if (!eo.dicom)
+    return usage_error("the output directory is required (-o DIR)");
+  if (!*dataset)
+    return usage_error("--dataset: the name is empty (/image or /truth)");
+  if ((rc = check_export(&eo)))
+    return rc;
+
+  st = clara_image_file_read(input, dataset, &vol, &image, units, sizeof units);
+  if (st != CLARA_OK)
+    return lib_error(st, "reading %s:%s", input, dataset);
+  rc = EXIT_FAILURE;
+  if (strcmp(units, "1/mm") == 0 || (!*units && modality != 1)) {
+    /* a CT reconstruction in mu, or a CT file's /truth (no units) */
+    rc = fail_msg("%s:%s is %s: a CT series needs Hounsfield units "
+                  "(reconstruct with '" PROG " ct --hu'), and an MR series "
+                  "takes magnitude images%s",
+                  input, dataset, *units ? "in 1/mm (mu)" : "without units",
+                  *units ? "" : " (give --modality mr if it is one)");
+    goto done;
+  }
+  if (modality < 0)
+    modality = strcmp(units, "HU") == 0 ? 0 : 1;
+  if (modality == 0 && strcmp(units, "HU") != 0) {
+    rc = fail_msg("%s:%s is in %s, but a CT series needs Hounsfield units "
+                  "(HU)",
+                  input, dataset, units);
+    goto done;
+  }
+  if (modality == 1 && strcmp(units, "HU") == 0) {
+    rc = fail_msg("%s:%s is a CT image in HU, not an MR image: leave out "
+                  "--modality mr (or give --modality ct)",
+                  input, dataset);
+    goto done;
+  }
+  si.modality = modality == 0 ? CLARA_MODALITY_CT : CLARA_MODALITY_MR;
+  si.description = "clara-recon export";
+  si.derived = derived;
+  si.derivation = "derived image, exported by clara-recon";
+  if ((rc = write_dicom(&eo, eo.dicom, &vol, image, &si, quiet)))
+    goto done;
+  if (eo.png &&
+      (rc = write_png(&eo, eo.png, &vol, image, modality == 0, quiet)))
+    goto done;
+done:
+  clara_free(image);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* clara-recon demo                                                          */
 /* ------------------------------------------------------------------------ */
 
 static void demo_help(FILE *f) {
   fprintf(f,
           "Usage: " PROG " demo [-o DIR] [--size N] [--backend B] "
-          "[--threads T]\n"
-          "Simulates a 2D parallel-beam scan of the Shepp-Logan phantom (N x "
-          "N, 360 views\n"
-          "over 180 degrees), reconstructs it, writes DIR/demo-ct.h5 "
-          "(projections and\n"
-          "truth) and DIR/demo-recon.h5, and prints the RMSE inside the "
-          "phantom.\n"
+          "[--threads T] [-q]\n"
+          "Runs the whole pipeline on simulated data and writes everything "
+          "into DIR.\n"
+          "CT: a 2D parallel-beam scan of the Shepp-Logan phantom (N x N, "
+          "360 views over\n"
+          "180 degrees), reconstructed with FBP (its RMSE inside the phantom "
+          "printed),\n"
+          "then denoised with the shipped CT model:\n"
+          "  demo-ct.h5              the scan: projections and truth\n"
+          "  demo-recon.h5           the FBP reconstruction, mu in 1/mm\n"
+          "  demo-ct-denoised.h5     denoised, in HU\n"
+          "  demo-ct-dicom/          the FBP as a DICOM CT series (HU)\n"
+          "  demo-ct-denoised-dicom/ the denoised one, DERIVED, same study\n"
+          "  demo-ct.png, demo-ct-denoised.png   previews (window -800,400 "
+          "HU)\n"
+          "MR: the phantom's exact k-space seen by 4 coils (N x N, 2x "
+          "readout\n"
+          "oversampling, a little noise), reconstructed (RSS), then denoised "
+          "with the\n"
+          "shipped MR model:\n"
+          "  demo-mr.h5              the raw data (ISMRMRD)\n"
+          "  demo-mr-recon.h5, demo-mr-denoised.h5\n"
+          "  demo-mr-dicom/, demo-mr-denoised-dicom/   DICOM MR series\n"
+          "  demo-mr.png, demo-mr-denoised.png\n"
+          "Denoising is left out, with a note, when a shipped model is not "
+          "found (see\n"
+          "$CLARA_RECON_MODELS) or N is below its receptive field; DICOM "
+          "and PNG when this\n"
+          "build has no DCMTK or libpng. The demo's own outputs from an "
+          "earlier run are\n"
+          "replaced.\n"
           "\n"
           "  -o, --output DIR  where to write (default: the current "
           "directory; created\n"
@@ -1902,7 +3639,11 @@ static void demo_help(FILE *f) {
           "  -n, --size N      grid size (default 256)\n"
           "      --backend B   auto (default), cpu or cuda\n"
           "      --threads T   worker threads (default 0: all cores)\n"
-          "  -h, --help        this help\n");
+          "  -q, --quiet       print nothing on success but warnings, draw no "
+          "progress\n"
+          "  -h, --help        this help\n"
+          "\n%s",
+          kProgressHelp);
 }
 
 static char *join_path(const char *dir, const char *name) {
@@ -1954,53 +3695,473 @@ static int phantom_rmse(const clara_volume *vol, const float *img,
   return rc;
 }
 
+/* The demo's settings and the paths of what it wrote, for the summary. */
+typedef struct demo_run {
+  const char *dir;
+  int size;
+  clara_backend backend;
+  int threads;
+  int quiet;
+  char *written[24];
+  const char *what[24];
+  int nwritten;
+} demo_run;
+
+/* DIR/name, recorded for the summary (the caller frees nothing). */
+static char *demo_path(demo_run *d, const char *name, const char *what) {
+  char *p = join_path(d->dir, name);
+  if (p && d->nwritten < (int)(sizeof d->written / sizeof d->written[0])) {
+    d->written[d->nwritten] = p;
+    d->what[d->nwritten] = what;
+    d->nwritten++;
+  } else if (p) {
+    free(p);
+    p = NULL;
+  }
+  if (!p)
+    fail_msg("out of memory");
+  return p;
+}
+
+static int all_digits5(const char *s) {
+  for (int i = 0; i < 5; i++)
+    if (s[i] < '0' || s[i] > '9')
+      return 0;
+  return 1;
+}
+
+/* Makes room for a series the demo writes again: an earlier run's series
+ * (files CT00001.dcm, MR00001.dcm, ... only) is emptied; anything else
+ * there is not the demo's and stops it. */
+static int demo_clear_series(const char *dir) {
+  DIR *d;
+  struct dirent *e;
+  struct stat st;
+  int foreign = 0;
+  if (lstat(dir, &st) != 0)
+    return errno == ENOENT ? 0 : fail_msg("%s: %s", dir, strerror(errno));
+  if (!S_ISDIR(st.st_mode))
+    return fail_msg("%s exists and is not a directory: remove it or choose "
+                    "another -o",
+                    dir);
+  if (!(d = opendir(dir)))
+    return fail_msg("%s: %s", dir, strerror(errno));
+  while ((e = readdir(d)) != NULL) {
+    const char *n = e->d_name;
+    if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+      continue;
+    if (strlen(n) != 11 ||
+        (strncmp(n, "CT", 2) != 0 && strncmp(n, "MR", 2) != 0) ||
+        !all_digits5(n + 2) || strcmp(n + 7, ".dcm") != 0)
+      foreign = 1;
+  }
+  closedir(d);
+  if (foreign)
+    return fail_msg("%s holds files that are not an earlier demo's DICOM "
+                    "series: remove it or choose another -o",
+                    dir);
+  remove_series(dir, 1);
+  return 0;
+}
+
+/* Denoises 'image' with the shipped model 'name' into *out (malloc'd).
+ * *out stays NULL, with a note, when the model is not found or the
+ * slices are smaller than its receptive field. */
+static int demo_denoise(demo_run *d, const char *name, const clara_volume *vol,
+                        const float *image, float **out, double *ms) {
+  clara_context_options co;
+  clara_context *ctx = NULL;
+  clara_denoiser *den = NULL;
+  clara_denoiser_info di;
+  clara_status st;
+  float *res = NULL;
+  double t0;
+  int rc = 0;
+
+  *out = NULL;
+  clara_context_options_init(&co);
+  co.backend = d->backend;
+  co.threads = d->threads;
+  use_progress(&co);
+  st = clara_context_create(&co, &ctx);
+  if (st != CLARA_OK)
+    return lib_error(st, "starting the %s backend",
+                     clara_backend_name(d->backend));
+  t0 = now_ms();
+  st = clara_denoiser_load_shipped(ctx, name, &den);
+  if (st == CLARA_ERR_IO) {
+    note_msg(d->quiet,
+             "demo: no shipped %s model (%s): the %s images are "
+             "not denoised",
+             name, clara_last_error(), name);
+    goto done;
+  }
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "loading the shipped %s model", name);
+    goto done;
+  }
+  if ((st = clara_denoiser_get_info(den, &di)) != CLARA_OK) {
+    rc = lib_error(st, "reading the facts of the shipped %s model", name);
+    goto done;
+  }
+  if (vol->nx < di.receptive_field || vol->ny < di.receptive_field) {
+    note_msg(d->quiet,
+             "demo: %d x %d slices are smaller than the %s "
+             "model's receptive field (%d): not denoised",
+             vol->nx, vol->ny, name, di.receptive_field);
+    goto done;
+  }
+  if (!(res = alloc_floats(volume_count(vol)))) {
+    rc = fail_msg("out of memory");
+    goto done;
+  }
+  st = clara_denoise(den, image, res, vol->nx, vol->ny, vol->nz);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "denoising with the shipped %s model", name);
+    goto done;
+  }
+  *ms = now_ms() - t0;
+  *out = res;
+  res = NULL;
+done:
+  free(res);
+  clara_denoiser_destroy(den);
+  clara_context_destroy(ctx);
+  return rc;
+}
+
+/* Writes a plain and (when there is one) a denoised image of the demo as
+ * DICOM series of one study and one frame of reference, and as PNG. */
+static int demo_exports(demo_run *d, const char *stem, clara_modality mod,
+                        const clara_volume *vol, const float *plain,
+                        const float *denoised, const export_opts *eo) {
+  static const char *const what_dicom[2][2] = {
+      {"DICOM CT series of the reconstruction",
+       "DICOM CT series of the denoised image (DERIVED)"},
+      {"DICOM MR series of the reconstruction",
+       "DICOM MR series of the denoised image (DERIVED)"}};
+  static const char *const what_png[2] = {"PNG of the reconstruction",
+                                          "PNG of the denoised image"};
+  const int m = mod == CLARA_MODALITY_CT ? 0 : 1;
+  series_info si;
+  char name[64], derivation[128];
+  int rc;
+#ifdef HAVE_DCMTK
+  const int dicom = 1;
+#else
+  const int dicom = 0;
+#endif
+#ifdef HAVE_PNG
+  const int png = 1;
+#else
+  const int png = 0;
+#endif
+  memset(&si, 0, sizeof si);
+  si.modality = mod;
+  si.patient_name = "Phantom^Shepp-Logan";
+  si.patient_id = "CLARA-DEMO";
+  for (int k = 0; k < 2; k++) {
+    const float *img = k ? denoised : plain;
+    char *path;
+    if (!img)
+      continue;
+    if (dicom) {
+      snprintf(name, sizeof name, "%s%s-dicom", stem, k ? "-denoised" : "");
+      if (!(path = demo_path(d, name, what_dicom[m][k])))
+        return EXIT_FAILURE;
+      if ((rc = demo_clear_series(path)))
+        return rc;
+      si.description =
+          m == 0
+              ? (k ? "clara-recon FBP, denoised" : "clara-recon FBP (ram-lak)")
+              : (k ? "clara-recon MR (rss), denoised" : "clara-recon MR (rss)");
+      si.derived = k;
+      snprintf(derivation, sizeof derivation,
+               "denoised by clara-recon with the shipped %s model",
+               m == 0 ? "CT" : "MR");
+      si.derivation = derivation;
+      if ((rc = write_dicom(eo, path, vol, img, &si, d->quiet)))
+        return rc;
+      /* the denoised series joins the plain one's study and frame */
+      si.study_instance_uid = si.study_uid_out;
+      si.frame_of_reference_uid = si.frame_uid_out;
+    }
+    if (png) {
+      snprintf(name, sizeof name, "%s%s.png", stem, k ? "-denoised" : "");
+      if (!(path = demo_path(d, name, what_png[k])))
+        return EXIT_FAILURE;
+      if ((rc = write_png(eo, path, vol, img, m == 0, d->quiet)))
+        return rc;
+    }
+  }
+  return 0;
+}
+
+/* The CT half: simulate, reconstruct, score, denoise, export. */
+static int demo_ct(demo_run *d) {
+  scan_spec sp;
+  scan sc;
+  recon_opts ro;
+  recon_result res;
+  export_opts eo;
+  clara_status st;
+  float *hu = NULL, *den = NULL;
+  char *ct_path, *recon_path, *den_path;
+  double rmse = 0, den_ms = 0;
+  size_t n;
+  stats ts;
+  int rc;
+
+  memset(&sp, 0, sizeof sp);
+  memset(&sc, 0, sizeof sc);
+  memset(&res, 0, sizeof res);
+  memset(&ro, 0, sizeof ro);
+  memset(&eo, 0, sizeof eo);
+  sp.kind = CLARA_GEOM_PARALLEL;
+  sp.size = d->size;
+  sp.views = 360;
+  sp.range_deg = 180;
+  ro.backend = d->backend;
+  ro.threads = d->threads;
+  clara_fbp_options_init(&ro.fbp);
+  /* the phantom's inside spans about -900 to -690 HU, its skull 40 HU */
+  eo.have_window = 1;
+  eo.window_center = -800;
+  eo.window_width = 400;
+  if (!(ct_path = demo_path(d, "demo-ct.h5", "CT scan: projections, truth")) ||
+      !(recon_path = demo_path(d, "demo-recon.h5", "FBP reconstruction, 1/mm")))
+    return EXIT_FAILURE;
+  if ((rc = check_output_path(ct_path)))
+    return rc;
+  if ((rc = build_scan(&sp, &sc)))
+    goto done;
+  if ((rc = reconstruct(&sc.geom, sc.proj, &sc.truth_vol, &ro, &res)))
+    goto done;
+  if (interrupted()) {
+    rc = EXIT_FAILURE;
+    goto done;
+  }
+  st = clara_ct_file_write(ct_path, &sc.geom, sc.proj, &sc.truth_vol, sc.truth);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "writing %s", ct_path);
+    goto done;
+  }
+  output_written(ct_path, OUT_FILE, 0);
+  st = clara_image_file_write(recon_path, &sc.truth_vol, res.image, "1/mm");
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "writing %s", recon_path);
+    goto done;
+  }
+  output_written(recon_path, OUT_FILE, 0);
+  if ((rc = phantom_rmse(&sc.truth_vol, res.image, sc.truth, &rmse)))
+    goto done;
+  ts = compute_stats(sc.truth, volume_count(&sc.truth_vol));
+  if (!d->quiet) {
+    progress_clear();
+    printf("demo: parallel %dx%d from %d views in %.0f ms (%s); RMSE vs "
+           "phantom %.3g /mm (%.1f%% of the phantom's range); wrote %s and "
+           "%s\n",
+           sp.size, sp.size, sp.views, res.plan_ms + res.exec_ms,
+           clara_backend_name(res.backend), rmse,
+           ts.max > ts.min ? 100.0 * rmse / (ts.max - ts.min) : 0.0, ct_path,
+           recon_path);
+  }
+
+  /* Hounsfield units for the model and DICOM */
+  n = volume_count(&sc.truth_vol);
+  if (!(hu = alloc_floats(n))) {
+    rc = fail_msg("out of memory");
+    goto done;
+  }
+  for (size_t i = 0; i < n; i++)
+    hu[i] = (float)(1000.0 * ((double)res.image[i] - kMuWater) / kMuWater);
+  if ((rc = demo_denoise(d, "ct", &sc.truth_vol, hu, &den, &den_ms)))
+    goto done;
+  if (den) {
+    if (!(den_path = demo_path(d, "demo-ct-denoised.h5",
+                               "denoised (shipped CT model), HU"))) {
+      rc = EXIT_FAILURE;
+      goto done;
+    }
+    if (interrupted()) {
+      rc = EXIT_FAILURE;
+      goto done;
+    }
+    st = clara_image_file_write(den_path, &sc.truth_vol, den, "HU");
+    if (st != CLARA_OK) {
+      rc = lib_error(st, "writing %s", den_path);
+      goto done;
+    }
+    output_written(den_path, OUT_FILE, 0);
+    if (!d->quiet) {
+      double sum2 = 0;
+      for (size_t i = 0; i < n; i++)
+        sum2 += ((double)den[i] - hu[i]) * ((double)den[i] - hu[i]);
+      progress_clear();
+      printf("demo: ct denoised with the shipped model in %.0f ms (change "
+             "%.3g HU RMS); wrote %s\n",
+             den_ms, sqrt(sum2 / (double)n), den_path);
+    }
+  }
+  rc = demo_exports(d, "demo-ct", CLARA_MODALITY_CT, &sc.truth_vol, hu, den,
+                    &eo);
+done:
+  free(hu);
+  free(den);
+  free(res.image);
+  scan_free(&sc);
+  return rc;
+}
+
+/* The MR half: k-space of the phantom, reconstruct, denoise, export. */
+static int demo_mr(demo_run *d) {
+  const int coils = 4, n = d->size;
+  const double sigma = 0.02; /* k-space noise: the image is about 1 */
+  clara_mr_geometry g;
+  clara_mr_options o;
+  clara_mr_file *file = NULL;
+  clara_volume vol;
+  export_opts eo;
+  mr_recon r;
+  clara_status st;
+  uint64_t state = 1;
+  float *k = NULL, *den = NULL;
+  char *raw_path, *recon_path, *den_path;
+  double den_ms = 0;
+  int rc = EXIT_FAILURE;
+
+  memset(&r, 0, sizeof r);
+  memset(&eo, 0, sizeof eo);
+  if (n < 2)
+    return 0; /* no MR phantom below 2 x 2 */
+  memset(&g, 0, sizeof g);
+  g.coils = coils;
+  g.nx = 2 * n;
+  g.ny = n;
+  g.nz = 1;
+  g.slices = 1;
+  g.recon_nx = n;
+  g.ky_last = n - 1;
+  g.kx_last = g.nx - 1;
+  if (!(raw_path = demo_path(d, "demo-mr.h5", "MR raw data (ISMRMRD)")) ||
+      !(recon_path =
+            demo_path(d, "demo-mr-recon.h5", "MR reconstruction (RSS)")))
+    return EXIT_FAILURE;
+  if (!(k = alloc_floats(2 * count3(coils, g.ny, g.nx)))) {
+    rc = fail_msg("out of memory for the MR phantom");
+    goto done;
+  }
+  st = clara_mr_phantom_kspace(&g, (double)n, 1, k, NULL);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "computing the MR phantom's k-space");
+    goto done;
+  }
+  coupled_noise(&state, coils, (size_t)g.ny * g.nx, sigma, k,
+                (size_t)g.ny * g.nx, 1);
+  if (interrupted())
+    goto done;
+  st = clara_mr_file_write_ismrmrd(raw_path, &g, k, NULL, 0);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "writing %s", raw_path);
+    goto done;
+  }
+  output_written(raw_path, OUT_FILE, 0);
+  st = clara_mr_file_open(raw_path, &file);
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "reading %s", raw_path);
+    goto done;
+  }
+  clara_mr_options_init(&o);
+  if ((rc = mr_reconstruct(file, raw_path, 0, d->backend, d->threads, &o, NULL,
+                           &r)))
+    goto done;
+  vol.nx = r.rnx;
+  vol.ny = r.geom.ny;
+  vol.nz = r.geom.slices * r.geom.nz;
+  vol.voxel[0] = vol.voxel[1] = vol.voxel[2] = 1.0; /* FOV n mm */
+  vol.center[0] = vol.center[1] = vol.center[2] = 0;
+  rc = EXIT_FAILURE;
+  if (interrupted())
+    goto done;
+  st = clara_image_file_write(recon_path, &vol, r.image, "a.u.");
+  if (st != CLARA_OK) {
+    rc = lib_error(st, "writing %s", recon_path);
+    goto done;
+  }
+  output_written(recon_path, OUT_FILE, 0);
+  if (!d->quiet) {
+    progress_clear();
+    printf("demo: mr %dx%d, %d coils, in %.0f ms (%s); wrote %s and %s\n", n, n,
+           coils, r.plan_ms + r.exec_ms, clara_backend_name(r.backend),
+           raw_path, recon_path);
+  }
+  if ((rc = demo_denoise(d, "mr", &vol, r.image, &den, &den_ms)))
+    goto done;
+  if (den) {
+    rc = EXIT_FAILURE;
+    if (!(den_path = demo_path(d, "demo-mr-denoised.h5",
+                               "denoised (shipped MR model)")))
+      goto done;
+    if (interrupted())
+      goto done;
+    st = clara_image_file_write(den_path, &vol, den, "a.u.");
+    if (st != CLARA_OK) {
+      rc = lib_error(st, "writing %s", den_path);
+      goto done;
+    }
+    output_written(den_path, OUT_FILE, 0);
+    if (!d->quiet) {
+      progress_clear();
+      printf("demo: mr denoised with the shipped model in %.0f ms; wrote %s\n",
+             den_ms, den_path);
+    }
+  }
+  rc = demo_exports(d, "demo-mr", CLARA_MODALITY_MR, &vol, r.image, den, &eo);
+done:
+  clara_mr_file_close(file);
+  free(k);
+  free(den);
+  free(r.image);
+  return rc;
+}
+
 static int cmd_demo(int argc, char **argv) {
   static const struct option longopts[] = {
       {"output", required_argument, NULL, 'o'},
       {"size", required_argument, NULL, 'n'},
       {"backend", required_argument, NULL, OPT_BACKEND},
       {"threads", required_argument, NULL, OPT_THREADS},
+      {"quiet", no_argument, NULL, 'q'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
-  const char *dir = ".";
-  char *ct_path = NULL, *recon_path = NULL;
-  scan_spec sp;
-  scan sc;
-  recon_opts ro;
-  recon_result res;
-  clara_status st;
+  demo_run d;
   struct stat sb;
-  double rmse = 0;
-  stats ts;
   int c, rc;
 
-  memset(&sp, 0, sizeof sp);
-  memset(&sc, 0, sizeof sc);
-  memset(&res, 0, sizeof res);
-  sp.kind = CLARA_GEOM_PARALLEL;
-  sp.size = 256;
-  sp.views = 360;
-  sp.range_deg = 180;
-  ro.backend = CLARA_BACKEND_AUTO;
-  ro.threads = 0;
-  clara_fbp_options_init(&ro.fbp);
+  memset(&d, 0, sizeof d);
+  d.dir = ".";
+  d.size = 256;
+  d.backend = CLARA_BACKEND_AUTO;
   opterr = 0;
-  while ((c = getopt_long(argc, argv, ":o:n:h", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":o:n:qh", longopts, NULL)) != -1) {
     switch (c) {
     case 'o':
-      dir = optarg;
+      d.dir = optarg;
       break;
     case 'n':
-      if ((rc = parse_int("--size", optarg, 1, MAX_SIZE, &sp.size)))
+      if ((rc = parse_int("--size", optarg, 1, MAX_SIZE, &d.size)))
         return rc;
       break;
     case OPT_BACKEND:
-      if (clara_backend_parse(optarg, &ro.backend) != CLARA_OK)
+      if (clara_backend_parse(optarg, &d.backend) != CLARA_OK)
         return usage_error("--backend: %s", clara_last_error());
       break;
     case OPT_THREADS:
-      if ((rc = parse_int("--threads", optarg, 0, MAX_THREADS, &ro.threads)))
+      if ((rc = parse_int("--threads", optarg, 0, MAX_THREADS, &d.threads)))
         return rc;
+      break;
+    case 'q':
+      d.quiet = 1;
       break;
     case 'h':
       demo_help(stdout);
@@ -2011,48 +4172,37 @@ static int cmd_demo(int argc, char **argv) {
   }
   if (optind < argc)
     return usage_error("unexpected argument '%s'", argv[optind]);
-  if (!*dir)
+  if (!*d.dir)
     return usage_error("-o: the directory name is empty");
-  if (stat(dir, &sb) != 0 && mkdir(dir, 0777) != 0)
-    return fail_msg("cannot create the directory %s: %s", dir, strerror(errno));
-  ct_path = join_path(dir, "demo-ct.h5");
-  recon_path = join_path(dir, "demo-recon.h5");
-  if (!ct_path || !recon_path) {
-    rc = fail_msg("out of memory");
-    goto done;
+  progress_setup(d.quiet);
+#ifndef HAVE_DCMTK
+  note_msg(d.quiet, "demo: built without DCMTK: no DICOM series");
+#endif
+#ifndef HAVE_PNG
+  note_msg(d.quiet, "demo: built without libpng: no PNG previews");
+#endif
+  if (stat(d.dir, &sb) != 0) {
+    if (mkdir(d.dir, 0777) != 0)
+      return fail_msg("cannot create the directory %s: %s", d.dir,
+                      strerror(errno));
+    output_written(d.dir, OUT_DIR, 0);
   }
-  if ((rc = check_output_path(ct_path)))
-    goto done;
-
-  if ((rc = build_scan(&sp, &sc)))
-    goto done;
-  if ((rc = reconstruct(&sc.geom, sc.proj, &sc.truth_vol, &ro, &res)))
-    goto done;
-  st = clara_ct_file_write(ct_path, &sc.geom, sc.proj, &sc.truth_vol, sc.truth);
-  if (st != CLARA_OK) {
-    rc = lib_error(st, "writing %s", ct_path);
-    goto done;
+  rc = demo_ct(&d);
+  if (rc == 0)
+    rc = demo_mr(&d);
+  if (rc == 0 && !d.quiet && !interrupted()) {
+    printf("demo: everything is in %s:\n", d.dir);
+    for (int i = 0; i < d.nwritten; i++) {
+      const char *base = strrchr(d.written[i], '/');
+      char name[64];
+      base = base ? base + 1 : d.written[i];
+      snprintf(name, sizeof name, "%s%s", base,
+               strncmp(d.what[i], "DICOM", 5) == 0 ? "/" : "");
+      printf("  %-26s %s\n", name, d.what[i]);
+    }
   }
-  st = clara_image_file_write(recon_path, &sc.truth_vol, res.image, "1/mm");
-  if (st != CLARA_OK) {
-    rc = lib_error(st, "writing %s", recon_path);
-    goto done;
-  }
-  if ((rc = phantom_rmse(&sc.truth_vol, res.image, sc.truth, &rmse)))
-    goto done;
-  ts = compute_stats(sc.truth, volume_count(&sc.truth_vol));
-  printf("demo: parallel %dx%d from %d views in %.0f ms (%s); RMSE vs "
-         "phantom %.3g /mm (%.1f%% of the phantom's range); wrote %s and "
-         "%s\n",
-         sp.size, sp.size, sp.views, res.plan_ms + res.exec_ms,
-         clara_backend_name(res.backend), rmse,
-         ts.max > ts.min ? 100.0 * rmse / (ts.max - ts.min) : 0.0, ct_path,
-         recon_path);
-done:
-  free(res.image);
-  scan_free(&sc);
-  free(ct_path);
-  free(recon_path);
+  for (int i = 0; i < d.nwritten; i++)
+    free(d.written[i]);
   return rc;
 }
 
@@ -2062,7 +4212,7 @@ done:
 
 static void main_help(FILE *f) {
   fputs("Usage: " PROG " COMMAND [OPTIONS]\n"
-        "CT reconstruction with libclara-recon.\n"
+        "CT and MR reconstruction and denoising with libclara-recon.\n"
         "\n"
         "Commands:\n"
         "  phantom ct  write a simulated CT scan of the Shepp-Logan phantom\n"
@@ -2070,9 +4220,12 @@ static void main_help(FILE *f) {
         "  ct          reconstruct a CT input file (filtered "
         "back-projection)\n"
         "  mr          reconstruct MR k-space (ISMRMRD or fastMRI)\n"
-        "  info        describe a CT input, image or MR raw-data file, or "
-        "compare\n"
-        "  demo        simulate, reconstruct and score a 2D scan\n"
+        "  denoise     denoise an image file with a trained CNN (CT or MR)\n"
+        "  export-dicom  write an image file as a DICOM series\n"
+        "  info        describe a CT input, image, MR raw-data or model "
+        "file, or compare\n"
+        "  demo        simulate, reconstruct, denoise and export a CT and an "
+        "MR scan\n"
         "\n"
         "  -h, --help     this help ('" PROG " COMMAND --help' for a "
         "command)\n"
@@ -2086,14 +4239,17 @@ typedef struct command {
   const char *name;
   int (*run)(int argc, char **argv);
   void (*help)(FILE *f);
+  int writes; /* writes outputs: Ctrl-C cancels, failures clean up */
 } command;
 
 static const command commands[] = {
-    {"phantom", cmd_phantom, phantom_help},
-    {"ct", cmd_ct, ct_help},
-    {"mr", cmd_mr, mr_help},
-    {"info", cmd_info, info_help},
-    {"demo", cmd_demo, demo_help},
+    {"phantom", cmd_phantom, phantom_help, 1},
+    {"ct", cmd_ct, ct_help, 1},
+    {"mr", cmd_mr, mr_help, 1},
+    {"denoise", cmd_denoise, denoise_help, 1},
+    {"export-dicom", cmd_export_dicom, export_dicom_help, 1},
+    {"info", cmd_info, info_help, 0},
+    {"demo", cmd_demo, demo_help, 1},
 };
 
 static const command *find_command(const char *name) {
@@ -2105,6 +4261,7 @@ static const command *find_command(const char *name) {
 
 int main(int argc, char **argv) {
   const command *cmd;
+  int rc;
   if (argc < 2) {
     main_help(stderr);
     return EXIT_USAGE;
@@ -2137,5 +4294,21 @@ int main(int argc, char **argv) {
     return usage_error("unknown command '%s'", argv[1]);
   }
   g_cmd = cmd->name;
-  return cmd->run(argc - 1, argv + 1);
+  if (!cmd->writes)
+    return cmd->run(argc - 1, argv + 1);
+  install_signal_handlers();
+  rc = cmd->run(argc - 1, argv + 1);
+  progress_clear();
+  fflush(stdout);
+  if (g_signal) {
+    /* cancelled, however far the command got: nothing it wrote stays */
+    outputs_remove(0);
+    outputs_forget();
+    fprintf(stderr, PROG " %s: cancelled\n", cmd->name);
+    return 128 + g_signal;
+  }
+  if (rc != 0)
+    outputs_remove(1);
+  outputs_forget();
+  return rc;
 }

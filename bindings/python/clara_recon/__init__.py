@@ -22,6 +22,11 @@ arrays in and out:
   and fastMRI raw data; :func:`mr_recon`: one call. k-space and complex
   images are complex64 numpy arrays (the library's interleaved float32
   pairs); docs/MRI.md has the conventions.
+- AI denoising: :class:`Denoiser` (``clara_denoiser``): a trained CNN
+  (the shipped ``"ct"`` and ``"mr"`` models, or a model file) that
+  denoises 2-D slices, on its own (:meth:`Denoiser.denoise`,
+  :func:`denoise`) or attached to a plan (:meth:`FBPPlan.set_denoiser`,
+  :meth:`MRPlan.set_denoiser`).
 
 Conventions (the library's): lengths in mm, angles in radians, arrays in C
 order and float32. A volume is ``image[iz][iy][ix]`` and projections are
@@ -108,6 +113,12 @@ __all__ = [
     "noise_covariance",
     "mr_recon",
     "dicom_ready",
+    "dicom_plane_of",
+    "Denoiser",
+    "DenoiserInfo",
+    "denoise",
+    "MODALITIES",
+    "PRECISIONS",
     "MR_NORMS",
     "MR_COMBINES",
     "MR_PARTIAL_FOURIER",
@@ -766,6 +777,7 @@ class FBPPlan(_Handle):
         self.volume = Volume(volume.nx, volume.ny, volume.nz, volume.voxel,
                              volume.center)
         self.filter = filter
+        self._denoiser: Optional["Denoiser"] = None
         info = _lib.FbpInfo()
         _lib.call("clara_fbp_plan_info", self._handle, ctypes.byref(info))
         self._info = {
@@ -832,8 +844,34 @@ class FBPPlan(_Handle):
                   _c_int(col, "col"), ctypes.byref(w))
         return float(w.value)
 
+    def set_denoiser(self, denoiser: Optional["Denoiser"]) -> None:
+        """Attaches a denoiser (``clara_fbp_plan_set_denoiser``): from then
+        on :meth:`execute` returns denoised images (on the GPU without
+        leaving the device). ``None`` detaches.
+
+        The denoiser must be a CT model loaded on this plan's context, and
+        the plan must output Hounsfield units (``hu``). The plan keeps a
+        reference, so the denoiser may be closed after attaching. Not
+        thread-safe against executions of this plan.
+
+        Raises:
+            TypeError: not a :class:`Denoiser` (or ``None``).
+            ValueError: the plan or the denoiser is closed.
+            ClaraError: ``ERR_INVALID_ARG`` with the reason: an MR model,
+                another context, a plan in 1/mm, slices smaller than the
+                model's receptive field.
+        """
+        _attach(self, "clara_fbp_plan_set_denoiser", denoiser)
+
+    @property
+    def denoiser(self) -> Optional["Denoiser"]:
+        """The attached :class:`Denoiser`, or ``None``."""
+        return self._denoiser
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"filter={self.filter!r}"
+        if self._denoiser is not None and not self.closed:
+            state += ", denoised"
         return f"FBPPlan({self.geometry!r} -> {self.volume!r}, {state})"
 
 
@@ -1524,6 +1562,7 @@ class MRPlan(_Handle):
         self._handle = out.value
         self.geometry = MRGeometry._from_c(g)
         self.output_complex = bool(output_complex)
+        self._denoiser: Optional["Denoiser"] = None
         self.options = {
             "norm": norm, "combine": combine,
             "partial_fourier": partial_fourier,
@@ -1577,10 +1616,36 @@ class MRPlan(_Handle):
 
     __call__ = execute
 
+    def set_denoiser(self, denoiser: Optional["Denoiser"]) -> None:
+        """Attaches a denoiser (``clara_mr_plan_set_denoiser``): from then
+        on :meth:`execute` returns denoised magnitude images. ``None``
+        detaches.
+
+        The denoiser must be an MR model loaded on this plan's context, and
+        the plan must output magnitudes (``output_complex=False``). The
+        plan keeps a reference, so the denoiser may be closed after
+        attaching. Not thread-safe against executions of this plan.
+
+        Raises:
+            TypeError: not a :class:`Denoiser` (or ``None``).
+            ValueError: the plan or the denoiser is closed.
+            ClaraError: ``ERR_INVALID_ARG`` with the reason: a CT model,
+                another context, complex output, images smaller than the
+                model's receptive field.
+        """
+        _attach(self, "clara_mr_plan_set_denoiser", denoiser)
+
+    @property
+    def denoiser(self) -> Optional["Denoiser"]:
+        """The attached :class:`Denoiser`, or ``None``."""
+        return self._denoiser
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else (
             f"combine={self.options['combine']!r}, "
             f"norm={self.options['norm']!r}")
+        if self._denoiser is not None and not self.closed:
+            state += ", denoised"
         return f"MRPlan({self.geometry!r}, {state})"
 
 
@@ -1700,6 +1765,40 @@ class MRFile(_Handle):
             return None
         return _take(ptr, (s.value, ny.value, nx.value))
 
+    def study(self, index: int = 0) -> Dict[str, Any]:
+        """What the file's ISMRMRD XML header says about the patient, the
+        study, the scanner and the sequence (``clara_mr_file_study``), with
+        the fields of view of the encoding that dataset ``index`` comes
+        from.
+
+        Returns:
+            A dict with the keys of ``struct clara_mr_study``
+            (include/clara_recon.h): ``has_header`` (bool), strings
+            (``patient_name``, ``study_instance_uid``, ``protocol_name``,
+            ...; ``""`` when absent, dates and times as the file has them),
+            numbers (``tr_ms``, ``te_ms``, ``field_strength_t``, ...; 0 when
+            absent), and the tuples ``encoded_fov_mm``, ``encoded_matrix``,
+            ``recon_fov_mm``, ``recon_matrix``.
+
+        Raises:
+            ClaraError: ``ERR_INVALID_ARG`` (index out of range).
+        """
+        _lib.require("clara_mr_file_study")
+        h = self._live()
+        st = _lib.MrStudy()
+        _lib.call("clara_mr_file_study", h, _c_int(index, "index"),
+                  ctypes.byref(st))
+        out: Dict[str, Any] = {}
+        for name, ctype in st._fields_:
+            value = getattr(st, name)
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", errors="replace")
+            elif not isinstance(value, (int, float)):
+                value = tuple(value)
+            out[name] = value
+        out["has_header"] = bool(out["has_header"])
+        return out
+
     def __repr__(self) -> str:
         if self.closed:
             return f"MRFile({self.path!r}, closed)"
@@ -1756,6 +1855,342 @@ def mr_recon(kspace: ArrayLike, combine: str = "rss", norm: str = "ortho",
         return plan.execute(k)
 
 
+# ---------------------------------------------------------------------------
+# AI denoising
+# ---------------------------------------------------------------------------
+
+#: Modality names of :class:`DenoiserInfo` (``clara_modality``).
+MODALITIES = ("ct", "mr")
+#: ``precision`` names of :meth:`Denoiser.set_precision`
+#: (index = ``clara_precision``).
+PRECISIONS = ("fp32", "fp16")
+
+_DENOISER_API = ("clara_denoiser_load", "clara_denoiser_load_shipped",
+                 "clara_denoiser_get_info", "clara_denoiser_set_precision",
+                 "clara_denoise", "clara_denoiser_destroy",
+                 "clara_modality_name")
+
+ModelLike = Union[str, "os.PathLike[str]", "os.PathLike[bytes]", bytes,
+                  "Denoiser"]
+
+
+@dataclass(frozen=True)
+class DenoiserInfo:
+    """What a loaded model is (``clara_denoiser_info``).
+
+    Attributes:
+        modality: ``"ct"`` (works in Hounsfield units) or ``"mr"``
+            (magnitude images of any scale).
+        architecture: the name the file gives, e.g. ``"dncnn"``.
+        units: the units the model expects, e.g. ``"HU"``, or ``""``.
+        layers: the number of 3x3 convolutions.
+        max_channels: the widest layer.
+        receptive_field: ``2 * layers + 1``: the smallest ``nx`` and ``ny``
+            accepted.
+        residual: True when the network predicts the noise (the output is
+            the input less the prediction).
+        parameters: weights and biases.
+        flops_per_pixel: floating-point operations (2 per multiply-add) for
+            one output pixel.
+        training_data: the file's ``/provenance`` ``training_data``, or
+            ``""``.
+    """
+
+    modality: str
+    architecture: str
+    units: str
+    layers: int
+    max_channels: int
+    receptive_field: int
+    residual: bool
+    parameters: int
+    flops_per_pixel: float
+    training_data: str
+
+    @classmethod
+    def _from_c(cls, info: _lib.DenoiserInfo) -> "DenoiserInfo":
+        name = _lib.lib().clara_modality_name(info.modality)
+
+        def text(raw: bytes) -> str:
+            return raw.decode("utf-8", "replace")
+
+        return cls(
+            modality=name.decode() if name else str(info.modality),
+            architecture=text(info.architecture),
+            units=text(info.units),
+            layers=int(info.layers),
+            max_channels=int(info.max_channels),
+            receptive_field=int(info.receptive_field),
+            residual=bool(info.residual),
+            parameters=int(info.parameters),
+            flops_per_pixel=float(info.flops_per_pixel),
+            training_data=text(info.training_data),
+        )
+
+
+class Denoiser(_Handle):
+    """A trained CNN that removes noise from 2-D slices (``clara_denoiser``):
+    a chain of 3x3 convolutions with ReLUs, read from a model file
+    (docs/FORMATS.md, "Denoiser model file") and prepared on a context's
+    backend (Winograd convolutions on the CPU; the CUDA plugin on a GPU).
+
+    Args:
+        path: the model file.
+        ctx: the :class:`Context` to run on; it must be the context of the
+            plans the denoiser is attached to. ``None``: a private context
+            made from ``backend`` and ``threads``.
+        backend, threads: the private context's (see :class:`Context`);
+            only without ``ctx``.
+
+    :meth:`load` is the constructor by another name, and :meth:`shipped`
+    loads the models that come with the library. :meth:`denoise` may run
+    from several threads at once. Usable as a context manager;
+    :meth:`close` is idempotent, and plans that the denoiser is attached to
+    keep it alive on the C side.
+
+    Attributes:
+        path: the model file (for shipped models, ``None``).
+        name: ``"ct"`` or ``"mr"`` for a shipped model, else ``None``.
+        info: the model's :class:`DenoiserInfo`.
+        precision: ``"fp32"`` or ``"fp16"`` (see :meth:`set_precision`).
+
+    Raises:
+        ClaraError: ``ERR_IO`` (the file is missing, unreadable, not HDF5,
+            truncated; the message says ``cannot open`` for a missing one),
+            ``ERR_FORMAT`` (a missing or malformed object, NaN weights),
+            ``ERR_UNSUPPORTED`` (another format version).
+        ValueError: ``backend`` or ``threads`` given together with ``ctx``.
+        NotImplementedError: the loaded library has no denoiser.
+    """
+
+    _destroy = "clara_denoiser_destroy"
+
+    def __init__(self, path: PathLike, ctx: Optional[Context] = None, *,
+                 backend: str = "auto", threads: int = 0) -> None:
+        super().__init__()
+        self.path: Optional[str] = os.fsdecode(os.fspath(path))
+        self.name: Optional[str] = None
+        self._open("clara_denoiser_load", _path(path), ctx, backend, threads)
+
+    @classmethod
+    def load(cls, path: PathLike, ctx: Optional[Context] = None, *,
+             backend: str = "auto", threads: int = 0) -> "Denoiser":
+        """Loads the model file ``path`` (``clara_denoiser_load``); the
+        arguments are the constructor's."""
+        return cls(path, ctx, backend=backend, threads=threads)
+
+    @classmethod
+    def shipped(cls, name: str = "ct", ctx: Optional[Context] = None, *,
+                backend: str = "auto", threads: int = 0) -> "Denoiser":
+        """Loads a model shipped with the library
+        (``clara_denoiser_load_shipped``): ``"ct"`` (ct-denoise.h5) or
+        ``"mr"`` (mr-denoise.h5), from the directory in the environment
+        variable ``CLARA_RECON_MODELS`` if it is set, else from the
+        installed models directory. A failure's message names the path
+        tried.
+
+        Raises:
+            ClaraError: ``ERR_INVALID_ARG`` for another name; otherwise as
+                the constructor.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name: 'ct' or 'mr' (str) is expected, got "
+                            f"{type(name).__name__}")
+        self = cls.__new__(cls)
+        _Handle.__init__(self)
+        self.path = None
+        self.name = name
+        self._open("clara_denoiser_load_shipped", name.encode(), ctx,
+                   backend, threads)
+        return self
+
+    def _open(self, function: str, arg: bytes, ctx: Optional[Context],
+              backend: str, threads: int) -> None:
+        _lib.require(*_DENOISER_API)
+        own: Optional[Context] = None
+        if ctx is None:
+            own = Context(backend, threads)
+            ctx = own
+        elif not isinstance(ctx, Context):
+            raise TypeError("ctx: a Context (or None) is expected")
+        elif backend != "auto" or threads != 0:
+            raise ValueError("backend and threads make a private context; "
+                             "with ctx, give them to the Context instead")
+        try:
+            core = ctx._acquire()
+            out = ctypes.c_void_p()
+            try:
+                core.call(function, core.handle, arg, ctypes.byref(out))
+            except BaseException:
+                core.release()
+                raise
+        finally:
+            if own is not None:
+                own.close()  # the denoiser holds its own reference
+        self._core = core
+        self._handle = out.value
+        info = _lib.DenoiserInfo()
+        _lib.call("clara_denoiser_get_info", self._handle, ctypes.byref(info))
+        self.info: DenoiserInfo = DenoiserInfo._from_c(info)
+        self.precision: str = "fp32"
+
+    @property
+    def backend(self) -> str:
+        """The backend of the denoiser's context: ``"cpu"`` or
+        ``"cuda"``."""
+        self._live()
+        core = self._core
+        assert core is not None and core.handle is not None
+        L = _lib.lib()
+        return L.clara_backend_name(L.clara_context_backend(core.handle)
+                                    ).decode()
+
+    def set_precision(self, precision: str) -> None:
+        """Selects the arithmetic (``clara_denoiser_set_precision``):
+        ``"fp32"`` (the default) or ``"fp16"`` (half-precision storage,
+        float accumulation; the CUDA backend only). Rebuilds the backend's
+        state, so call it before use, never while another thread runs the
+        denoiser. A refusal leaves the denoiser as it was.
+
+        Raises:
+            ValueError: an unknown name.
+            ClaraError: ``ERR_UNSUPPORTED`` (``"fp16"`` on the CPU).
+        """
+        value = _mr_enum(precision, PRECISIONS, "precision")
+        h = self._live()
+        _lib.call("clara_denoiser_set_precision", h, value)
+        self.precision = (PRECISIONS[value] if 0 <= value < len(PRECISIONS)
+                          else str(value))
+
+    def denoise(self, image: ArrayLike) -> np.ndarray:
+        """Denoises one slice ``[ny][nx]`` or a stack ``[nslices][ny][nx]``
+        (each slice on its own) and returns a new float32 array of the same
+        shape. More leading axes are more slices (e.g. the
+        ``[slices][nz][ny][nx]`` of :meth:`MRPlan.execute`).
+
+        Any real dtype and memory order is accepted: the input is converted
+        to a C-contiguous float32 array (copied only when it is not one
+        already) and never modified.
+
+        Raises:
+            TypeError: complex or non-numeric data. ValueError: fewer than
+            2 dimensions, or the denoiser is closed.
+            ClaraError: ``ERR_INVALID_ARG`` for an empty image, ``nx`` or
+            ``ny`` below the receptive field, or a NaN or infinite pixel
+            (the message gives its index); ``ERR_CANCELLED`` from the
+            context's progress callback.
+        """
+        a = np.asarray(image)
+        x = _as_float32(a, (max(a.ndim, 2),), "image")
+        ny, nx = x.shape[-2:]
+        ns = int(np.prod(x.shape[:-2], dtype=np.int64))
+        h = self._live()
+        out = np.empty(x.shape, np.float32)
+        core = self._core
+        assert core is not None
+        core.call("clara_denoise", h, _fptr(x), _fptr(out),
+                  _c_int(nx, "nx"), _c_int(ny, "ny"), _c_int(ns, "nslices"))
+        return out
+
+    __call__ = denoise
+
+    def denoise_device(self, d_in: int, d_out: int,
+                       shape: Sequence[int]) -> None:
+        """Denoises images already on the GPU (``clara_denoise_device``):
+        ``d_in`` and ``d_out`` are device addresses (e.g. CuPy's
+        ``a.data.ptr`` or PyTorch's ``t.data_ptr()``) of C-contiguous
+        float32 ``shape`` arrays, ``(ny, nx)`` or ``(nslices, ny, nx)``, on
+        the device of the denoiser's CUDA context; ``d_in == d_out``
+        denoises in place. Nothing is checked on the Python side beyond
+        the shape: the addresses must be valid.
+
+        Raises:
+            ClaraError: ``ERR_UNSUPPORTED`` on a CPU context,
+                ``ERR_INVALID_ARG`` (sizes, a non-finite pixel),
+                ``ERR_DEVICE``.
+        """
+        dims = tuple(_c_int(n, "shape") for n in shape)
+        if len(dims) not in (2, 3):
+            raise ValueError(f"shape: (ny, nx) or (nslices, ny, nx) "
+                             f"expected, got {tuple(shape)}")
+        ns, ny, nx = dims if len(dims) == 3 else (1,) + dims
+        h = self._live()
+        core = self._core
+        assert core is not None
+        core.call("clara_denoise_device", h, ctypes.c_void_p(d_in),
+                  ctypes.c_void_p(d_out), nx, ny, ns)
+
+    def __repr__(self) -> str:
+        what = (f"shipped {self.name!r}" if self.name is not None
+                else repr(self.path))
+        if self.closed:
+            return f"Denoiser({what}, closed)"
+        i = self.info
+        return (f"Denoiser({what}, modality={i.modality!r}, "
+                f"layers={i.layers}, max_channels={i.max_channels}, "
+                f"receptive_field={i.receptive_field}, "
+                f"precision={self.precision!r})")
+
+
+def _attach(plan: Any, function: str, denoiser: Optional[Denoiser]) -> None:
+    """plan.set_denoiser: checks, calls, keeps a Python reference."""
+    _lib.require(function)
+    if denoiser is not None and not isinstance(denoiser, Denoiser):
+        raise TypeError("denoiser: a Denoiser (or None) is expected, got "
+                        f"{type(denoiser).__name__}")
+    h = plan._live()
+    dh = denoiser._live() if denoiser is not None else None
+    _lib.call(function, h, dh)
+    # The C plan holds its own reference; this one keeps the Python object
+    # (and what it says) around for as long as the plan uses it.
+    plan._denoiser = denoiser
+
+
+def denoise(image: ArrayLike, model: ModelLike = "ct", *,
+            backend: str = "auto", threads: int = 0,
+            precision: str = "fp32",
+            progress: Optional[ProgressCallback] = None) -> np.ndarray:
+    """Denoises an image in one call (context, model, denoise).
+
+    Args:
+        image: one slice ``[ny][nx]`` or a stack ``[nslices][ny][nx]``
+            (or more leading axes, all slices), any real dtype and memory
+            order. A CT model wants Hounsfield
+            units (e.g. :class:`FBPPlan` with ``hu=True``); an MR model
+            magnitude images of any scale.
+        model: ``"ct"`` or ``"mr"`` (the shipped models, see
+            :meth:`Denoiser.shipped`), the path of a model file (a
+            ``str`` other than those two, ``bytes`` or an
+            ``os.PathLike``; ``"./ct"`` for a file named ``ct``), or a
+            loaded :class:`Denoiser` (then ``backend``, ``threads``,
+            ``precision`` and ``progress`` must keep their defaults).
+        backend, threads, progress: see :class:`Context`.
+        precision: see :meth:`Denoiser.set_precision`.
+
+    Returns:
+        A new float32 array of the image's shape.
+
+    Raises:
+        As :class:`Denoiser` and :meth:`Denoiser.denoise`.
+    """
+    if isinstance(model, Denoiser):
+        if (backend, threads, precision, progress) != ("auto", 0, "fp32",
+                                                       None):
+            raise ValueError("backend, threads, precision and progress "
+                             "belong to a Denoiser already loaded: set "
+                             "them on it (and its Context)")
+        return model.denoise(image)
+    with Context(backend, threads, progress) as ctx:
+        if isinstance(model, str) and model in MODALITIES:
+            d = Denoiser.shipped(model, ctx)
+        else:
+            d = Denoiser(model, ctx)
+        with d:
+            if precision != "fp32":
+                d.set_precision(precision)
+            return d.denoise(image)
+
+
 def dicom_ready(image: ArrayLike,
                 modality: str = "CT") -> Tuple[np.ndarray, Dict[str, Any]]:
     """Converts an image to DICOM stored values (``clara_dicom_ready_ct`` /
@@ -1797,3 +2232,36 @@ def dicom_ready(image: ArrayLike,
               stored.ctypes.data_as(ctypes.POINTER(ctypes.c_int16)),
               ctypes.byref(sc))
     return stored, {name: getattr(sc, name) for name, _ in sc._fields_}
+
+
+def dicom_plane_of(volume: Volume, slice: int = 0) -> Dict[str, Any]:
+    """Where slice ``slice`` of ``volume`` lies, in the terms of the DICOM
+    Image Plane module (``clara_dicom_plane_of``): the volume's axes taken
+    as the patient's (LPS), rows along +x and columns along +y.
+
+    Returns:
+        A dict with ``pixel_spacing`` (``(row spacing vy, column spacing
+        vx)``, PixelSpacing), ``slice_thickness`` (vz), ``orientation``
+        (ImageOrientationPatient, 6 values), ``position``
+        (ImagePositionPatient of the first pixel, mm) and
+        ``slice_location`` (mm).
+
+    Raises:
+        ClaraError: ``ERR_INVALID_ARG`` (sizes, voxel sizes, a centre that
+            is not finite, a slice out of range).
+    """
+    _lib.require("clara_dicom_plane_of")
+    if not isinstance(volume, Volume):
+        raise TypeError(f"volume: a Volume is expected, got "
+                        f"{type(volume).__name__}")
+    v = volume._to_c()
+    out = _lib.DicomPlane()
+    _lib.call("clara_dicom_plane_of", ctypes.byref(v), _c_int(slice, "slice"),
+              ctypes.byref(out))
+    return {
+        "pixel_spacing": tuple(out.pixel_spacing),
+        "slice_thickness": out.slice_thickness,
+        "orientation": tuple(out.orientation),
+        "position": tuple(out.position),
+        "slice_location": out.slice_location,
+    }

@@ -252,6 +252,85 @@ class DicomScaling(ctypes.Structure):
     ]
 
 
+class DicomPlane(ctypes.Structure):
+    """struct clara_dicom_plane."""
+
+    _fields_ = [
+        ("pixel_spacing", ctypes.c_double * 2),
+        ("slice_thickness", ctypes.c_double),
+        ("orientation", ctypes.c_double * 6),
+        ("position", ctypes.c_double * 3),
+        ("slice_location", ctypes.c_double),
+    ]
+
+
+class MrStudy(ctypes.Structure):
+    """struct clara_mr_study."""
+
+    _fields_ = [
+        ("has_header", ctypes.c_int),
+        ("patient_name", ctypes.c_char * 256),
+        ("patient_id", ctypes.c_char * 128),
+        ("patient_birth_date", ctypes.c_char * 32),
+        ("patient_sex", ctypes.c_char * 8),
+        ("patient_weight_kg", ctypes.c_double),
+        ("study_date", ctypes.c_char * 32),
+        ("study_time", ctypes.c_char * 32),
+        ("study_id", ctypes.c_char * 128),
+        ("study_instance_uid", ctypes.c_char * 128),
+        ("accession_number", ctypes.c_char * 32),
+        ("referring_physician", ctypes.c_char * 256),
+        ("study_description", ctypes.c_char * 256),
+        ("body_part", ctypes.c_char * 64),
+        ("series_date", ctypes.c_char * 32),
+        ("series_time", ctypes.c_char * 32),
+        ("patient_position", ctypes.c_char * 16),
+        ("protocol_name", ctypes.c_char * 256),
+        ("sequence_name", ctypes.c_char * 128),
+        ("series_description", ctypes.c_char * 256),
+        ("frame_of_reference_uid", ctypes.c_char * 128),
+        ("manufacturer", ctypes.c_char * 128),
+        ("manufacturer_model", ctypes.c_char * 128),
+        ("institution_name", ctypes.c_char * 256),
+        ("station_name", ctypes.c_char * 128),
+        ("field_strength_t", ctypes.c_double),
+        ("tr_ms", ctypes.c_double),
+        ("te_ms", ctypes.c_double),
+        ("ti_ms", ctypes.c_double),
+        ("flip_angle_deg", ctypes.c_double),
+        ("sequence_type", ctypes.c_char * 64),
+        ("encoded_fov_mm", ctypes.c_double * 3),
+        ("encoded_matrix", ctypes.c_int * 3),
+        ("recon_fov_mm", ctypes.c_double * 3),
+        ("recon_matrix", ctypes.c_int * 3),
+        ("echo_train_length", ctypes.c_int),
+    ]
+
+
+class DenoiserInfo(ctypes.Structure):
+    """struct clara_denoiser_info."""
+
+    _fields_ = [
+        ("modality", ctypes.c_int),
+        ("architecture", ctypes.c_char * 32),
+        ("units", ctypes.c_char * 16),
+        ("layers", ctypes.c_int),
+        ("max_channels", ctypes.c_int),
+        ("receptive_field", ctypes.c_int),
+        ("residual", ctypes.c_int),
+        ("parameters", ctypes.c_longlong),
+        ("flops_per_pixel", ctypes.c_double),
+        ("training_data", ctypes.c_char * 256),
+    ]
+
+
+# clara_modality and clara_precision
+MODALITY_CT = 1
+MODALITY_MR = 2
+PRECISION_FP32 = 0
+PRECISION_FP16 = 1
+
+
 _PROTOTYPES: Dict[str, tuple] = {
     # version
     "clara_version": (_s, []),
@@ -315,9 +394,10 @@ _PROTOTYPES: Dict[str, tuple] = {
 }
 
 # Declared when the library exports them, and not required: an older 0.1
-# library without the MRI part still loads for CT work (the MRI classes
-# then report what is missing, see require()), and functions that are being
-# added (writers, phantoms) are picked up as soon as the library has them.
+# library without the MRI part or the denoiser still loads for CT work (the
+# MRI and denoiser classes then report what is missing, see require()), and
+# functions that are being added (writers, phantoms) are picked up as soon
+# as the library has them.
 _OPTIONAL_PROTOTYPES: Dict[str, tuple] = {
     # MRI
     "clara_mr_options_init": (None, [ctypes.POINTER(MrOptions)]),
@@ -341,13 +421,29 @@ _OPTIONAL_PROTOTYPES: Dict[str, tuple] = {
         _st,
         [_h, ctypes.POINTER(_i), ctypes.POINTER(_i), ctypes.POINTER(_i), _ppf],
     ),
+    "clara_mr_file_study": (_st, [_h, _i, ctypes.POINTER(MrStudy)]),
     # DICOM-ready output
+    "clara_dicom_plane_of": (
+        _st, [ctypes.POINTER(CVolume), _i, ctypes.POINTER(DicomPlane)]),
     "clara_dicom_ready_ct": (
         _st, [_pf, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int16),
               ctypes.POINTER(DicomScaling)]),
     "clara_dicom_ready_scaled": (
         _st, [_pf, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int16),
               ctypes.POINTER(DicomScaling)]),
+    # AI denoising
+    "clara_modality_name": (_s, [_i]),
+    "clara_denoiser_load": (_st, [_h, _s, _ph]),
+    "clara_denoiser_load_shipped": (_st, [_h, _s, _ph]),
+    "clara_denoiser_get_info": (_st, [_h, ctypes.POINTER(DenoiserInfo)]),
+    "clara_denoiser_set_precision": (_st, [_h, _i]),
+    "clara_denoise": (_st, [_h, _pf, _pf, _i, _i, _i]),
+    # device pointers (CUDA) travel as plain addresses
+    "clara_denoise_device": (
+        _st, [_h, ctypes.c_void_p, ctypes.c_void_p, _i, _i, _i]),
+    "clara_denoiser_destroy": (None, [_h]),
+    "clara_fbp_plan_set_denoiser": (_st, [_h, _h]),
+    "clara_mr_plan_set_denoiser": (_st, [_h, _h]),
 }
 
 

@@ -38,3 +38,22 @@ def test_errors():
         cr.dicom_ready(np.zeros(3, np.complex64))
     with pytest.raises(ValueError):
         cr.dicom_ready(np.zeros(0))
+
+
+def test_plane_of_volume():
+    vol = cr.Volume(4, 3, 5, voxel=(0.5, 0.75, 2.0), center=(1.0, -2.0, 10.0))
+    p0 = cr.dicom_plane_of(vol, 0)
+    assert p0["pixel_spacing"] == (0.75, 0.5)
+    assert p0["slice_thickness"] == 2.0
+    assert p0["orientation"] == (1, 0, 0, 0, 1, 0)
+    # the centre of voxel (0, 0, iz): (i - (n-1)/2) * v + c
+    assert p0["position"] == (1.0 - 1.5 * 0.5, -2.0 - 1.0 * 0.75, 10.0 - 4.0)
+    assert p0["slice_location"] == 6.0
+    p4 = cr.dicom_plane_of(vol, 4)
+    assert p4["position"][2] == 14.0 and p4["slice_location"] == 14.0
+    with pytest.raises(cr.ClaraError, match="slice"):
+        cr.dicom_plane_of(vol, 5)
+    with pytest.raises(cr.ClaraError):
+        cr.dicom_plane_of(cr.Volume(4, 3, 1, voxel=(0.0, 1.0, 1.0)))
+    with pytest.raises(TypeError):
+        cr.dicom_plane_of((4, 3, 1))

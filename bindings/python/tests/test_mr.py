@@ -332,6 +332,65 @@ def test_fastmri_file(ctx, tmp_path):
         mf.kspace(0)
 
 
+_STUDY_XML = """<?xml version="1.0"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
+<subjectInformation><patientName> Doe^Jane </patientName>
+<patientID>P7</patientID><patientBirthdate>1980-02-29</patientBirthdate>
+<patientGender>F</patientGender><patientWeight_kg>61.5</patientWeight_kg>
+</subjectInformation>
+<studyInformation><studyDate>2024-01-02</studyDate>
+<studyTime>08:09:10</studyTime><accessionNumber>42</accessionNumber>
+</studyInformation>
+<acquisitionSystemInformation><systemVendor>ACME</systemVendor>
+<systemFieldStrength_T>1.5</systemFieldStrength_T>
+</acquisitionSystemInformation>
+<experimentalConditions><H1resonanceFrequency_Hz>63600000</H1resonanceFrequency_Hz>
+</experimentalConditions>
+<encoding><encodedSpace><matrixSize><x>12</x><y>10</y><z>1</z></matrixSize>
+<fieldOfView_mm><x>240</x><y>200</y><z>5</z></fieldOfView_mm></encodedSpace>
+<reconSpace><matrixSize><x>6</x><y>10</y><z>1</z></matrixSize>
+<fieldOfView_mm><x>120</x><y>200</y><z>5</z></fieldOfView_mm></reconSpace>
+<trajectory>cartesian</trajectory></encoding>
+<sequenceParameters><TR>2000</TR><TE>90</TE><TE>100</TE>
+<sequence_type>TSE</sequence_type></sequenceParameters>
+</ismrmrdHeader>
+"""
+
+
+@needs_h5py
+def test_mr_file_study(tmp_path):
+    rng = np.random.default_rng(5)
+    path = tmp_path / "study.h5"
+    with h5py.File(path, "w") as f:
+        f["kspace"] = crandn(rng, 1, 2, 12, 10).astype(np.complex64)
+        f["ismrmrd_header"] = _STUDY_XML
+    with cr.MRFile(path) as mf:
+        st = mf.study()
+        assert st["has_header"] is True
+        assert st["patient_name"] == "Doe^Jane"
+        assert st["patient_id"] == "P7" and st["patient_sex"] == "F"
+        assert st["patient_birth_date"] == "1980-02-29"
+        assert st["patient_weight_kg"] == 61.5
+        assert (st["study_date"], st["study_time"]) == ("2024-01-02", "08:09:10")
+        assert st["accession_number"] == "42" and st["study_id"] == ""
+        assert st["manufacturer"] == "ACME" and st["field_strength_t"] == 1.5
+        assert (st["tr_ms"], st["te_ms"], st["ti_ms"]) == (2000, 90, 0)
+        assert st["sequence_type"] == "TSE"
+        assert st["encoded_fov_mm"] == (240, 200, 5)
+        assert st["encoded_matrix"] == (12, 10, 1)
+        assert st["recon_fov_mm"] == (120, 200, 5)
+        assert st["recon_matrix"] == (6, 10, 1)
+        with pytest.raises(cr.ClaraError, match="index"):
+            mf.study(1)
+    bare = tmp_path / "bare.h5"
+    with h5py.File(bare, "w") as f:
+        f["kspace"] = crandn(rng, 1, 2, 12, 10).astype(np.complex64)
+    with cr.MRFile(bare) as mf:
+        st = mf.study(0)
+        assert st["has_header"] is False and st["patient_name"] == ""
+        assert st["encoded_fov_mm"] == (0, 0, 0)
+
+
 def test_mr_file_errors(tmp_path):
     with pytest.raises(cr.ClaraError) as e:
         cr.MRFile(tmp_path / "missing.h5")
