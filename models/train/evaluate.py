@@ -153,6 +153,9 @@ def main():
         refs["original"] = data["hu"]
         refs["clean_fbp"] = data["clean"]
     per = {r: {m: [] for m in methods} for r in refs}
+    if mod == "mr":
+        # the head only (see common.mr_foreground): no Rician background
+        per["foreground"] = {m: [] for m in methods}
     bias = {m: [] for m in methods}
     bias_clean = {m: [] for m in methods}
     bias_w = []
@@ -168,7 +171,14 @@ def main():
             outs[name] = classical(name, xn, tuned[name]) * sc + off
         for r, ref in refs.items():
             for m in methods:
+                if r == "clean_fbp" and m == "ceiling":
+                    continue
                 per[r][m].append(common.metrics(mod, outs[m], ref[z]))
+        if mod == "mr":
+            fg = common.mr_foreground(target[z])
+            for m in methods:
+                per["foreground"][m].append(
+                    common.metrics(mod, outs[m], target[z], mask=fg))
         if mod == "ct":
             w = common.water_mask(data["hu"][z])
             bias_w.append(int(w.sum()))
@@ -181,9 +191,11 @@ def main():
            "model_sha256": common.sha256_file(args.model),
            "test_slices": splits["test"], "tune_slices": tune,
            "tuned": tuned, "tuning": tuning, "metrics": {}}
-    for r in refs:
+    for r in per:
         res["metrics"][r] = {}
         for m in methods:
+            if not per[r][m]:
+                continue
             a = np.array(per[r][m])
             res["metrics"][r][m] = {"psnr": float(a[:, 0].mean()),
                                     "ssim": float(a[:, 1].mean()),
@@ -213,9 +225,9 @@ def main():
     with open(args.json, "w") as f:
         json.dump(res, f, indent=1)
 
-    for r in refs:
+    for r in per:
         print(f"against {r}:")
-        for m in methods:
+        for m in res["metrics"][r]:
             v = res["metrics"][r][m]
             extra = ""
             if m in tuned:

@@ -38,6 +38,7 @@ def main():
     import h5py
     import torch
     torch.set_num_threads(2)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
     with h5py.File(tmp, "w") as f:
         f.attrs["description"] = (

@@ -64,7 +64,10 @@ def main():
                       f"{v['max_abs_slice']:.2f} | {c['mean']:+.2f} |")
         else:
             table(res, "target", f"MR, held-out {sl}, against the noise-free "
-                  "reconstruction")
+                  "reconstruction (primary)")
+            if "foreground" in res["metrics"]:
+                table(res, "foreground", f"MR, held-out {sl}, head only "
+                      "(common.mr_foreground), same data range")
         s = res["summary"]
         print(f"\nsummary: CNN {s['net_minus_input_db']:+.2f} dB over the "
               f"input, {s['net_minus_best_classical_db']:+.2f} dB over the "
