@@ -25,7 +25,7 @@ What it does:
    on the [batch, 1, size, size] input after --warmup untimed runs, median
    of --repeat runs, in PyTorch's default memory layout (NCHW) and in
    channels_last, and reports the faster of the two as PyTorch's time (on
-   the development machine channels_last is 1.5x faster than NCHW for
+   the development machine channels_last is 1.7-1.9x faster than NCHW for
    these nets);
 4. with --ours, compares its output with the library's: the largest
    absolute difference relative to the largest |value| of PyTorch's output,

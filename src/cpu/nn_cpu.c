@@ -165,9 +165,9 @@ clara_status clara_cpu_nn_create(const clara_context *ctx,
       st->max_cs = p->cso;
     /* Each array starts on a 64-byte boundary. */
     woff[l] = total;
-    total += (size_t)cvec_up((int)nw);
+    total += (nw + CLARA_NN_CVEC - 1) / CLARA_NN_CVEC * CLARA_NN_CVEC;
     boff[l] = total;
-    total += (size_t)cvec_up((int)nbias);
+    total += (nbias + CLARA_NN_CVEC - 1) / CLARA_NN_CVEC * CLARA_NN_CVEC;
   }
   st->params = clara_aligned_calloc(total, sizeof(float));
   if (!st->params)

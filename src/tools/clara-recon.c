@@ -4259,9 +4259,26 @@ static const command *find_command(const char *name) {
   return NULL;
 }
 
+/* The shipped models are installed with the library; a tool run from its
+ * build tree (the README's first command) has not been installed yet, so
+ * when neither $CLARA_RECON_MODELS nor the installed directory provides
+ * them, point the library at the source tree's models/. */
+static void models_fallback(void) {
+#if defined(CLARA_INSTALLED_MODELS) && defined(CLARA_SOURCE_MODELS)
+  const char *env = getenv("CLARA_RECON_MODELS");
+  if (env && *env)
+    return;
+  if (access(CLARA_INSTALLED_MODELS "/ct-denoise.h5", R_OK) == 0)
+    return;
+  if (access(CLARA_SOURCE_MODELS "/ct-denoise.h5", R_OK) == 0)
+    (void)setenv("CLARA_RECON_MODELS", CLARA_SOURCE_MODELS, 0);
+#endif
+}
+
 int main(int argc, char **argv) {
   const command *cmd;
   int rc;
+  models_fallback();
   if (argc < 2) {
     main_help(stderr);
     return EXIT_USAGE;
