@@ -112,6 +112,8 @@ __all__ = [
     "MRFile",
     "noise_covariance",
     "mr_recon",
+    "mr_phantom_kspace",
+    "write_ismrmrd",
     "dicom_ready",
     "dicom_plane_of",
     "Denoiser",
@@ -821,6 +823,41 @@ class FBPPlan(_Handle):
 
     __call__ = execute
 
+    def execute_timed(self, projections: ArrayLike
+                      ) -> Tuple[np.ndarray, Dict[str, float]]:
+        """:meth:`execute` that also returns the library's own timing
+        (``clara_fbp_execute_timed``): a dict with ``total_ms``,
+        ``upload_ms``, ``filter_ms``, ``backproject_ms``, ``download_ms``
+        (the device stages are 0 on the CPU) and ``slabs``."""
+        p = _as_float32(projections, (2, 3), "projections")
+        p = _check_shape(p, self.geometry.shape, "projections", _ROWS)
+        h = self._live()
+        image = np.empty(self.volume.shape, np.float32)
+        t = _lib.FbpTiming()
+        self._core.call("clara_fbp_execute_timed", h, _fptr(p), _fptr(image),
+                        ctypes.byref(t))
+        timing = {name: float(getattr(t, name))
+                  for name, _ in _lib.FbpTiming._fields_ if name != "slabs"}
+        timing["slabs"] = int(t.slabs)
+        return image, timing
+
+    def execute_device(self, d_projections: int, d_image: int) -> None:
+        """Reconstructs on the GPU (``clara_fbp_execute_device``):
+        ``d_projections`` and ``d_image`` are device addresses (e.g.
+        CuPy's ``a.data.ptr``) of C-contiguous float32 arrays of the plan's
+        projection and image shapes, on the device of the plan's CUDA
+        context. Nothing is checked on the Python side: the addresses must
+        be valid.
+
+        Raises:
+            ClaraError: ``ERR_UNSUPPORTED`` on a CPU context,
+                ``ERR_DEVICE``.
+        """
+        h = self._live()
+        self._core.call("clara_fbp_execute_device", h,
+                        ctypes.c_void_p(d_projections),
+                        ctypes.c_void_p(d_image))
+
     def filter_response(self) -> np.ndarray:
         """The filter's frequency response as the plan uses it.
 
@@ -1367,6 +1404,68 @@ def _mr_enum(value: Any, names: Tuple[str, ...], what: str) -> int:
         return _c_int(value, what)
     raise TypeError(f"{what}: a name (str) is expected, got "
                     f"{type(value).__name__}")
+
+
+def mr_phantom_kspace(geometry: "MRGeometry", fov_mm: float,
+                      coil_maps: bool = True
+                      ) -> Tuple[np.ndarray, np.ndarray]:
+    """The 2-D Shepp-Logan phantom's exact k-space as seen by
+    ``geometry.coils`` coils (``clara_mr_phantom_kspace``).
+
+    Args:
+        geometry: the acquisition (``nz`` must be 1); only the sampled
+            ``ky``/``kx`` ranges are filled.
+        fov_mm: the field of view along y (the phantom's radius is
+            ``fov_mm / 2``).
+        coil_maps: smooth complex coil sensitivities (True) or uniform ones.
+
+    Returns:
+        ``(kspace, maps)``: complex64 ``geometry.kspace_shape`` and the maps
+        ``geometry.maps_shape`` on the recon grid, so that an ORTHO
+        reconstruction approximates phantom x map.
+    """
+    _lib.require("clara_mr_phantom_kspace")
+    if not isinstance(geometry, MRGeometry):
+        raise TypeError("geometry: an MRGeometry is expected")
+    g = geometry._to_c()
+    k = np.zeros(geometry.kspace_shape if geometry._positive() else (0,),
+                 np.complex64)
+    m = np.zeros(geometry.maps_shape if geometry._positive() else (0,),
+                 np.complex64)
+    _lib.call("clara_mr_phantom_kspace", ctypes.byref(g), float(fov_mm),
+              1 if coil_maps else 0, _cptr(k), _cptr(m))
+    return k, m
+
+
+def write_ismrmrd(path: PathLike, geometry: "MRGeometry", kspace: ArrayLike,
+                  noise: Optional[ArrayLike] = None) -> None:
+    """Writes k-space as an ISMRMRD file (``clara_mr_file_write_ismrmrd``),
+    atomically: one acquisition per sampled line, the XML header from the
+    geometry, and optional noise scans.
+
+    Args:
+        path: the file to write (replaced if it exists).
+        geometry: the acquisition.
+        kspace: complex ``geometry.kspace_shape``.
+        noise: complex ``[coils][samples]`` noise-scan samples, or None.
+    """
+    _lib.require("clara_mr_file_write_ismrmrd")
+    if not isinstance(geometry, MRGeometry):
+        raise TypeError("geometry: an MRGeometry is expected")
+    k = _as_complex64(kspace, (5,), "kspace")
+    if geometry._positive():
+        _check_exact(k, geometry.kspace_shape, "kspace")
+    g = geometry._to_c()
+    if noise is None:
+        _lib.call("clara_mr_file_write_ismrmrd", _path(path), ctypes.byref(g),
+                  _cptr(k), None, 0)
+        return
+    n = _as_complex64(noise, (2,), "noise")
+    if n.shape[0] != geometry.coils:
+        raise ValueError(f"noise: [coils][samples] with {geometry.coils} "
+                         f"coils expected, got shape {n.shape}")
+    _lib.call("clara_mr_file_write_ismrmrd", _path(path), ctypes.byref(g),
+              _cptr(k), _cptr(n), int(n.shape[1]))
 
 
 def _check_exact(a: np.ndarray, shape: Tuple[int, ...], what: str) -> None:

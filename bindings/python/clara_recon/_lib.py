@@ -172,6 +172,19 @@ class FbpInfo(ctypes.Structure):
     ]
 
 
+class FbpTiming(ctypes.Structure):
+    """struct clara_fbp_timing."""
+
+    _fields_ = [
+        ("total_ms", ctypes.c_double),
+        ("upload_ms", ctypes.c_double),
+        ("filter_ms", ctypes.c_double),
+        ("backproject_ms", ctypes.c_double),
+        ("download_ms", ctypes.c_double),
+        ("slabs", ctypes.c_int),
+    ]
+
+
 class Ellipsoid(ctypes.Structure):
     """struct clara_ellipsoid."""
 
@@ -363,6 +376,9 @@ _PROTOTYPES: Dict[str, tuple] = {
          ctypes.POINTER(FbpOptions), _ph],
     ),
     "clara_fbp_execute": (_st, [_h, _pf, _pf]),
+    "clara_fbp_execute_timed": (_st, [_h, _pf, _pf,
+                                      ctypes.POINTER(FbpTiming)]),
+    "clara_fbp_execute_device": (_st, [_h, ctypes.c_void_p, ctypes.c_void_p]),
     "clara_fbp_plan_destroy": (None, [_h]),
     "clara_fbp_plan_info": (_st, [_h, ctypes.POINTER(FbpInfo)]),
     "clara_fbp_plan_filter": (_st, [_h, _pf, _i]),
@@ -408,6 +424,10 @@ _OPTIONAL_PROTOTYPES: Dict[str, tuple] = {
     "clara_mr_execute": (_st, [_h, _pf, _pf]),
     "clara_mr_plan_destroy": (None, [_h]),
     "clara_mr_noise_covariance": (_st, [_pf, _i, _i, _pf]),
+    "clara_mr_phantom_kspace": (
+        _st, [ctypes.POINTER(MrGeometry), _d, _i, _pf, _pf]),
+    "clara_mr_file_write_ismrmrd": (
+        _st, [_s, ctypes.POINTER(MrGeometry), _pf, _pf, _i]),
     # MR raw-data files
     "clara_mr_file_open": (_st, [_s, _ph]),
     "clara_mr_file_close": (None, [_h]),
