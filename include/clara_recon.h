@@ -107,6 +107,51 @@ CLARA_API void clara_clear_error(void);
 CLARA_API void clara_free(void *ptr);
 
 /* ------------------------------------------------------------------------ */
+/* Threads: what may run concurrently                                        */
+/* ------------------------------------------------------------------------ */
+/*
+ * Safe to call from several threads at once:
+ * - Executing one plan concurrently, each call with its own output buffer:
+ *   clara_fbp_execute (and _timed, _device), clara_mr_execute,
+ *   clara_project / clara_backproject on one projector, clara_denoise (and
+ *   _device) on one denoiser. Inputs may be shared; outputs must not be. The
+ *   result does not depend on how many calls run at once nor on the
+ *   context's thread count: it is the same, bit for bit, as a serial call.
+ * - Contexts: one context may be used from many threads, by any number of
+ *   plans and denoisers at once. Creating and destroying contexts, plans,
+ *   projectors, phantoms and denoisers is thread-safe (FFTW planning is
+ *   serialised inside the library), as long as each object is destroyed
+ *   once and only after every call that uses it has returned.
+ * - Files: clara_ct_file_*, clara_image_file_*, clara_mr_file_*,
+ *   clara_denoiser_load* and clara_denoiser_load_shipped may be called from
+ *   any thread; their HDF5 work is serialised by one library-wide lock.
+ *   Several threads may read the same file; concurrent writes to the same
+ *   path are not ordered (the last rename wins).
+ * - Errors: the message behind clara_last_error() is thread-local. A
+ *   failure on one thread never changes another thread's message.
+ * - Progress callbacks are called only on the thread that called the
+ *   library function, never on a worker thread and never concurrently for
+ *   one call; calls made from different threads each report on their own
+ *   thread, so a callback shared by them must be thread-safe itself.
+ *
+ * Not safe:
+ * - Destroying a context, plan, projector or denoiser while another thread
+ *   is still using it (executing, or creating a plan or denoiser from the
+ *   context). A plan or denoiser must also not outlive its context.
+ * - Changing an object while it executes: clara_fbp_plan_set_denoiser,
+ *   clara_mr_plan_set_denoiser and clara_denoiser_set_precision must not run
+ *   concurrently with an execute on that plan or denoiser (or on a plan the
+ *   denoiser is attached to).
+ * - Two executes writing into the same (or overlapping) output buffer.
+ *
+ * The library's HDF5 lock covers only the library's own HDF5 calls. Debian's
+ * HDF5 is built without thread safety, so an application that calls HDF5
+ * itself (or through another library) from other threads while clara_*
+ * file functions run must serialise those calls itself; the library offers
+ * no way to take its lock.
+ */
+
+/* ------------------------------------------------------------------------ */
 /* Context                                                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -140,6 +185,18 @@ typedef struct clara_context_options {
    * free when the plan is made. Volumes that do not fit are reconstructed
    * in slabs of z; one that cannot be done at all fails at plan time. */
   size_t device_memory_limit;
+  /* Bytes a plan or a call may use in host memory; 0 (default) = the
+   * machine's physical memory (sysconf _SC_PHYS_PAGES x _SC_PAGESIZE).
+   * Plan creation (FBP, projector, MR), denoiser loading and clara_denoise
+   * estimate what they need (the big arrays: volume, projections, k-space,
+   * coil images, weights, scratch; the estimate is documented beside each
+   * check) before allocating anything, and refuse with
+   * CLARA_ERR_OUT_OF_MEMORY when it exceeds this limit, the message giving
+   * the need, its parts and the limit, e.g. "clara_fbp_plan_create: needs
+   * 12.3 GiB of host memory (volume 8.0 GiB + projections 4.3 GiB), more
+   * than the limit of 4.0 GiB (host_memory_limit)". The caller's own
+   * buffers count: they must exist for the plan to be used. */
+  size_t host_memory_limit;
 } clara_context_options;
 
 typedef struct clara_context_s clara_context;

@@ -129,7 +129,12 @@ static void check_geometry(clara_geometry_kind kind, int views, double range,
   int cone = kind == CLARA_GEOM_CONE;
   float *a = uniform_angles(views, 0.3, range);
   clara_ct_geometry g = make_geom(kind, views, cone ? 64 : 1, 256, a);
-  clara_volume vol = make_vol(128, cone ? 64 : 1);
+  /* CLARA_TEST_QUICK=1 (valgrind): cone reconstructs only the 16 central
+   * slices (same positions, same detector), so the central 16 of the
+   * slices scored in full are scored. */
+  const char *quick = getenv("CLARA_TEST_QUICK");
+  int cone_nz = quick && *quick && strcmp(quick, "0") != 0 ? 16 : 64;
+  clara_volume vol = make_vol(128, cone ? cone_nz : 1);
   clara_phantom *ph = NULL;
   clara_fbp_options o;
   score s;

@@ -180,6 +180,10 @@ struct clara_context_s {
   size_t device_memory_limit;
   const clara_backend_ops *ops;
   void *backend_state; /* from ops->context_create */
+  /* Bytes a plan or call may use on the host; 0 = the physical memory
+   * (clara_memory_check in memory.c). Last, so that the members a plugin
+   * reads keep their offsets. */
+  size_t host_memory_limit;
 };
 
 /* The CPU backend's table (src/cpu/). */

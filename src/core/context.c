@@ -109,6 +109,7 @@ CLARA_API void clara_context_options_init(clara_context_options *opts) {
   memset(opts, 0, sizeof *opts);
   opts->backend = CLARA_BACKEND_AUTO;
   opts->threads = 0;
+  opts->host_memory_limit = 0; /* the machine's physical memory */
 }
 
 CLARA_API clara_status clara_context_create(const clara_context_options *opts,
@@ -154,6 +155,7 @@ CLARA_API clara_status clara_context_create(const clara_context_options *opts,
   ctx->progress_user = opts->progress_user;
   ctx->device = opts->device;
   ctx->device_memory_limit = opts->device_memory_limit;
+  ctx->host_memory_limit = opts->host_memory_limit;
   if (ctx->ops->context_create) {
     st = ctx->ops->context_create(ctx, &ctx->backend_state);
     if (st != CLARA_OK) {

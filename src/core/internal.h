@@ -59,10 +59,11 @@ int clara_online_cpus(void);
 /* ---- Work sharing --------------------------------------------------------
  * clara_parallel_for runs fn(arg, i, worker) for every i in [0, n) on up to
  * 'threads' threads (the caller is worker 0), handing out indices
- * dynamically in order. If 'progress' is given, the calling thread reports
- * through it after each index it finishes; a nonzero return cancels: no new
- * index is started, and CLARA_ERR_CANCELLED is returned once all running
- * ones end. fn returns CLARA_OK or a status; the first failure stops the
+ * dynamically in order. If 'progress' is given, only the calling thread
+ * reports through it: after each index it finishes, then, once no index is
+ * left for it, whenever the other threads finish more, and at least once
+ * per loop; a nonzero return cancels: no new index is started, and
+ * CLARA_ERR_CANCELLED is returned once all running ones end. fn returns CLARA_OK or a status; the first failure stops the
  * loop the same way and is returned. */
 typedef clara_status (*clara_task_fn)(void *arg, size_t index, int worker);
 
@@ -76,5 +77,33 @@ typedef struct clara_progress {
 
 clara_status clara_parallel_for(int threads, size_t n, clara_task_fn fn,
                                 void *arg, const clara_progress *progress);
+
+/* ---- Host memory limits ----------------------------------------------------
+ * Plan creation and other large calls estimate the host memory they will
+ * need (the big arrays only) before allocating anything, and refuse with
+ * CLARA_ERR_OUT_OF_MEMORY when it exceeds the context's host_memory_limit
+ * (or, when that is 0, the machine's physical memory). A term of the
+ * estimate is a name and a byte count; counts are doubles so that products
+ * of sizes never overflow (they are estimates, exact up to 2^53 bytes). */
+typedef struct clara_mem_term {
+  const char *what; /* e.g. "volume", "projections" */
+  double bytes;
+} clara_mem_term;
+
+/* The limit that applies to 'ctx' in bytes: its host_memory_limit, or the
+ * physical memory when that is 0 (ctx may be NULL). *configured is set to 1
+ * when it is the context's limit. Returns 0 when neither is known. */
+double clara_host_memory_limit(const clara_context *ctx, int *configured);
+
+/* Sums the n terms and, when the sum exceeds the limit (or SIZE_MAX), fails
+ * with CLARA_ERR_OUT_OF_MEMORY and "who: needs 12.3 GiB of host memory
+ * (volume 8.0 GiB + projections 4.3 GiB), more than the limit of 4.0 GiB
+ * (host_memory_limit)" or "... more than this machine's 31.2 GiB". Terms of
+ * 0 bytes are left out of the message. Returns CLARA_OK otherwise. */
+clara_status clara_memory_check(const clara_context *ctx, const char *who,
+                                const clara_mem_term *terms, int n);
+
+/* Formats a byte count as "12.3 GiB" (B, KiB, MiB, GiB, TiB, PiB, EiB). */
+void clara_format_bytes(double bytes, char *buf, size_t len);
 
 #endif

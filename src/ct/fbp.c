@@ -481,6 +481,20 @@ CLARA_API clara_status clara_fbp_plan_create(clara_context *ctx,
   st = clara_ct_common_setup(g, vol, who, &ps, &p->cos_t, &p->sin_t);
   if (st != CLARA_OK)
     goto fail;
+  /* Host memory, checked once the sizes are valid and before any large
+   * allocation: the volume and projections an execute works on (float32),
+   * the plan's per-view weights (two views x cols tables, one rows x cols
+   * table) and one filtered view row per worker (FFT length ~ 4 cols). */
+  {
+    clara_mem_term t[4] = {
+        {"volume", 4.0 * vol->nx * vol->ny * vol->nz},
+        {"projections", 4.0 * g->views * g->rows * g->cols},
+        {"weights", 4.0 * g->cols * (2.0 * g->views + g->rows)},
+        {"filter scratch", 8.0 * 4.0 * g->cols * ctx->threads}};
+    st = clara_memory_check(ctx, who, t, 4);
+    if (st != CLARA_OK)
+      goto fail;
+  }
   views = g->views;
   rows = g->rows;
   cols = g->cols;

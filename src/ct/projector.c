@@ -26,6 +26,18 @@ CLARA_API clara_status clara_projector_create(clara_context *ctx,
   if (!p)
     return clara_fail(CLARA_ERR_OUT_OF_MEMORY, "%s: projector", who);
   st = clara_ct_common_setup(geom, vol, who, &p->ps, &p->cos_t, &p->sin_t);
+  if (st == CLARA_OK) {
+    /* Host memory (before any large allocation): the image and the
+     * projections that clara_project and clara_backproject work on. */
+    clara_mem_term t[2] = {
+        {"volume", 4.0 * vol->nx * vol->ny * vol->nz},
+        {"projections", 4.0 * geom->views * geom->rows * geom->cols}};
+    st = clara_memory_check(ctx, who, t, 2);
+    if (st != CLARA_OK) {
+      clara_aligned_free(p->cos_t);
+      clara_aligned_free(p->sin_t);
+    }
+  }
   if (st != CLARA_OK) {
     free(p);
     return st;

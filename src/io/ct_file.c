@@ -51,78 +51,6 @@
 /* Writing helpers                                                           */
 /* ------------------------------------------------------------------------ */
 
-static uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-/* Creates an empty new file "<path>.tmpXXXXXX" beside 'path' (O_EXCL, mode
- * 0666 less the umask, as the final file should have) and returns its
- * malloc'ed name. */
-static clara_status create_temp(const char *fn, const char *path,
-                                char **tmp_out) {
-  static const char alphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  static uint64_t counter; /* under the HDF5 lock */
-  size_t len = strlen(path);
-  struct timespec ts;
-  char *tmp;
-  int err = 0;
-
-  tmp = malloc(len + sizeof ".tmpXXXXXX");
-  if (!tmp)
-    return file_fail(CLARA_ERR_OUT_OF_MEMORY, fn, path,
-                     "cannot allocate the temporary file name");
-  memcpy(tmp, path, len);
-  memcpy(tmp + len, ".tmp", 4);
-  (void)clock_gettime(CLOCK_REALTIME, &ts);
-  for (int attempt = 0; attempt < 100; attempt++) {
-    uint64_t r = mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^
-                       ((uint64_t)getpid() << 40) ^ (++counter * 7919u) ^
-                       (uint64_t)(uintptr_t)tmp);
-    int fd;
-    for (size_t i = 0; i < 6; i++) {
-      tmp[len + 4 + i] = alphabet[r % (sizeof alphabet - 1)];
-      r /= sizeof alphabet - 1;
-    }
-    tmp[len + 10] = '\0';
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd >= 0) {
-      (void)close(fd);
-      *tmp_out = tmp;
-      return CLARA_OK;
-    }
-    err = errno;
-    if (err != EEXIST)
-      break;
-  }
-  free(tmp);
-  return file_fail(CLARA_ERR_IO, fn, path, "cannot create a file there: %s",
-                   strerror(err));
-}
-
-/* Flushes the finished temporary file to disk and renames it to 'path'. */
-static clara_status commit_temp(const char *fn, const char *path,
-                                const char *tmp) {
-  int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || fsync(fd) != 0) {
-    int err = errno;
-    if (fd >= 0)
-      (void)close(fd);
-    return file_fail(CLARA_ERR_IO, fn, path, "cannot flush %s: %s", tmp,
-                     strerror(err));
-  }
-  (void)close(fd);
-  if (rename(tmp, path) != 0)
-    return file_fail(CLARA_ERR_IO, fn, path,
-                     "cannot rename the finished %s into place: %s", tmp,
-                     strerror(errno));
-  return CLARA_OK;
-}
-
-/* Creates the (truncated) HDF5 file 'tmp'. */
 static clara_status create_h5(const char *fn, const char *path, const char *tmp,
                               hid_t *out) {
   clara_status status = CLARA_OK;
@@ -489,8 +417,15 @@ static clara_status ct_write_locked(const char *path,
   char *tmp = NULL;
   char detail[256];
   int divergent = geom->kind != CLARA_GEOM_PARALLEL;
+  size_t bytes = ((size_t)geom->views * (size_t)geom->rows *
+                      (size_t)geom->cols +
+                  (size_t)geom->views) *
+                 sizeof(float);
 
-  status = create_temp(fn, path, &tmp);
+  if (truth && truth_vol)
+    bytes += (size_t)truth_vol->nx * (size_t)truth_vol->ny *
+             (size_t)truth_vol->nz * sizeof(float);
+  status = clara_h5_temp_create(fn, path, clara_h5_file_bytes(bytes), &tmp);
   if (status != CLARA_OK)
     goto done;
   status = create_h5(fn, path, tmp, &fid);
@@ -548,7 +483,7 @@ static clara_status ct_write_locked(const char *path,
   h5_close(H5Gclose, &grp, &status, fn, path);
   h5_close(H5Fclose, &fid, &status, fn, path);
   if (status == CLARA_OK)
-    status = commit_temp(fn, path, tmp);
+    status = clara_h5_temp_commit(fn, path, tmp);
 done:
   h5_close(H5Dclose, &dset, &status, fn, path);
   h5_close(H5Gclose, &grp, &status, fn, path);
@@ -600,8 +535,10 @@ static clara_status image_write_locked(const char *path,
   clara_status status;
   hid_t fid = H5I_INVALID_HID;
   char *tmp = NULL;
+  size_t bytes = (size_t)vol->nx * (size_t)vol->ny * (size_t)vol->nz *
+                 sizeof(float);
 
-  status = create_temp(fn, path, &tmp);
+  status = clara_h5_temp_create(fn, path, clara_h5_file_bytes(bytes), &tmp);
   if (status != CLARA_OK)
     goto done;
   status = create_h5(fn, path, tmp, &fid);
@@ -612,7 +549,7 @@ static clara_status image_write_locked(const char *path,
     goto done;
   h5_close(H5Fclose, &fid, &status, fn, path);
   if (status == CLARA_OK)
-    status = commit_temp(fn, path, tmp);
+    status = clara_h5_temp_commit(fn, path, tmp);
 done:
   h5_close(H5Fclose, &fid, &status, fn, path);
   if (tmp && status != CLARA_OK)

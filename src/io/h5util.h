@@ -36,6 +36,22 @@ void clara_h5_close(herr_t (*closer)(hid_t), hid_t *id, clara_status *status,
 /* "integer", "float", "string", ... for messages. */
 const char *clara_h5_class_name(H5T_class_t c);
 
+/* ---- Writing (src/io/h5write.c); callers hold the lock ----------------- */
+
+/* Creates an empty new file "<path>.tmpXXXXXX" beside 'path' (O_EXCL, mode
+ * 0666 less the umask) and returns its malloc'ed name, after checking that
+ * 'bytes' fit there (disk space, RLIMIT_FSIZE): a full disk is refused with
+ * CLARA_ERR_IO before HDF5 writes anything. */
+clara_status clara_h5_temp_create(const char *fn, const char *path,
+                                  size_t bytes, char **tmp_out);
+
+/* fsyncs the finished temporary file and renames it to 'path'. */
+clara_status clara_h5_temp_commit(const char *fn, const char *path,
+                                  const char *tmp);
+
+/* The room to ask for a file holding 'data_bytes' of datasets. */
+size_t clara_h5_file_bytes(size_t data_bytes);
+
 /* ---- Checked reading (src/io/h5read.c); callers hold the lock ---------- */
 
 /* Longest fixed-length string attribute accepted. */

@@ -102,74 +102,6 @@ typedef struct w_acq {
 /* HDF5 helpers (the same rules as ct_file.c)                                */
 /* ------------------------------------------------------------------------ */
 
-static uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-/* Creates an empty new file "<path>.tmpXXXXXX" beside 'path' (O_EXCL) and
- * returns its malloc'ed name. */
-static clara_status create_temp(const char *path, char **tmp_out) {
-  static const char alphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  static uint64_t counter; /* under the HDF5 lock */
-  size_t len = strlen(path);
-  struct timespec ts;
-  char *tmp;
-  int err = 0;
-
-  tmp = malloc(len + sizeof ".tmpXXXXXX");
-  if (!tmp)
-    return file_fail(CLARA_ERR_OUT_OF_MEMORY, path,
-                     "cannot allocate the temporary file name");
-  memcpy(tmp, path, len);
-  memcpy(tmp + len, ".tmp", 4);
-  (void)clock_gettime(CLOCK_REALTIME, &ts);
-  for (int attempt = 0; attempt < 100; attempt++) {
-    uint64_t r = mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^
-                       ((uint64_t)getpid() << 40) ^ (++counter * 7919u) ^
-                       (uint64_t)(uintptr_t)tmp);
-    int fd;
-    for (size_t i = 0; i < 6; i++) {
-      tmp[len + 4 + i] = alphabet[r % (sizeof alphabet - 1)];
-      r /= sizeof alphabet - 1;
-    }
-    tmp[len + 10] = '\0';
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd >= 0) {
-      (void)close(fd);
-      *tmp_out = tmp;
-      return CLARA_OK;
-    }
-    err = errno;
-    if (err != EEXIST)
-      break;
-  }
-  free(tmp);
-  return file_fail(CLARA_ERR_IO, path, "cannot create a file there: %s",
-                   strerror(err));
-}
-
-/* Flushes the finished temporary file to disk and renames it to 'path'. */
-static clara_status commit_temp(const char *path, const char *tmp) {
-  int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || fsync(fd) != 0) {
-    int err = errno;
-    if (fd >= 0)
-      (void)close(fd);
-    return file_fail(CLARA_ERR_IO, path, "cannot flush %s: %s", tmp,
-                     strerror(err));
-  }
-  (void)close(fd);
-  if (rename(tmp, path) != 0)
-    return file_fail(CLARA_ERR_IO, path,
-                     "cannot rename the finished %s into place: %s", tmp,
-                     strerror(errno));
-  return CLARA_OK;
-}
-
 /* ISMRMRD's acquisition type, built from the native structs above (as the
  * ISMRMRD library builds it). */
 static clara_status make_acq_type(const char *path, hid_t *out) {
@@ -311,7 +243,14 @@ static clara_status write_locked(const char *path, const char *xml,
   char *tmp = NULL;
   char detail[256];
 
-  status = create_temp(path, &tmp);
+  {
+    size_t bytes = strlen(xml);
+    for (size_t i = 0; i < count; ++i)
+      bytes += sizeof acq[i].head +
+               (acq[i].traj.len + acq[i].data.len) * sizeof(float) + 32;
+    status = clara_h5_temp_create(fn, path, clara_h5_file_bytes(bytes),
+                                  &tmp);
+  }
   if (status != CLARA_OK)
     goto done;
   fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -366,7 +305,7 @@ static clara_status write_locked(const char *path, const char *xml,
   h5_close(H5Gclose, &grp, &status, path);
   h5_close(H5Fclose, &fid, &status, path);
   if (status == CLARA_OK)
-    status = commit_temp(path, tmp);
+    status = clara_h5_temp_commit(fn, path, tmp);
 done:
   h5_close(H5Dclose, &dset, &status, path);
   h5_close(H5Sclose, &space, &status, path);

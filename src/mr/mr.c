@@ -399,6 +399,27 @@ CLARA_API clara_status clara_mr_plan_create(clara_context *ctx,
   if ((st = check_options(opts)) != CLARA_OK ||
       (st = check_geometry(geom, opts->partial_fourier)) != CLARA_OK)
     return st;
+  /* Host memory, before any allocation: the k-space and image of an
+   * execute (complex float32), one slice of coil images being transformed
+   * (complex, per worker up to the coil count) and the sensitivity maps. */
+  {
+    const clara_mr_geometry *g = geom;
+    double rnx = g->recon_nx > 0 ? g->recon_nx : g->nx;
+    double vox = (double)g->nz * g->ny;
+    int workers = ctx->threads < g->coils ? ctx->threads : g->coils;
+    clara_mem_term t[4] = {
+        {"k-space", 8.0 * g->slices * g->coils * vox * g->nx},
+        {"image", (opts->output_complex ? 8.0 : 4.0) * g->slices * vox * rnx},
+        {"coil images", 8.0 * g->coils * vox * g->nx + 8.0 * workers * vox *
+                                                          g->nx},
+        {"coil maps",
+         opts->combine == CLARA_MR_COMBINE_SENSITIVITY ||
+                 opts->combine == CLARA_MR_COMBINE_ADAPTIVE
+             ? 8.0 * g->coils * vox * rnx
+             : 0}};
+    if ((st = clara_memory_check(ctx, who, t, 4)) != CLARA_OK)
+      return st;
+  }
 
   p = calloc(1, sizeof *p);
   if (!p)

@@ -63,6 +63,14 @@ CLARA_API clara_status clara_denoiser_load(clara_context *ctx,
   d->ops = ctx->ops->nn_create ? ctx->ops : &clara_cpu_ops;
   atomic_init(&d->refs, 1);
   st = clara_nn_model_read(path, &d->model);
+  if (st == CLARA_OK) {
+    /* Host memory before the backend prepares the weights: the file's
+     * weights and the CPU's Winograd copy (6x6 per 3x3 kernel, 4x). */
+    clara_mem_term t[2] = {
+        {"weights", 4.0 * (double)d->model.parameters},
+        {"transformed weights", 16.0 * (double)d->model.parameters}};
+    st = clara_memory_check(ctx, who, t, 2);
+  }
   if (st == CLARA_OK)
     st = d->ops->nn_create(ctx, &d->model.setup, &d->state);
   if (st != CLARA_OK) {
@@ -199,6 +207,22 @@ CLARA_API clara_status clara_denoise(const clara_denoiser *d, const float *in,
   clara_status st = check_call(who, d, in, out, nx, ny, nslices, &count);
   if (st != CLARA_OK)
     return st;
+  /* Host memory before any allocation: the input and output images (one
+   * when in place) and the CPU's scratch: a ring of NN_RING x NN_BAND
+   * (5 x 4) rows of every layer's channels plus a normalised slice (at
+   * most 256 MiB more when slices run in parallel), and per worker two
+   * Winograd blocks of 36 x 48 tiles x the widest layer. */
+  {
+    const clara_nn_setup *s = &d->model.setup;
+    double ring = 4.0 * ((double)nx + 8) *
+                  (20.0 * s->max_channels * s->n_layers + ny);
+    clara_mem_term t[2] = {
+        {"images", (in == out ? 4.0 : 8.0) * (double)count},
+        {"scratch", ring + 4.0 * d->ctx->threads * 2 * 36 * 48.0 *
+                               s->max_channels}};
+    if ((st = clara_memory_check(d->ctx, who, t, 2)) != CLARA_OK)
+      return st;
+  }
   for (size_t i = 0; i < count; ++i)
     if (!isfinite(in[i])) {
       size_t plane = (size_t)nx * (size_t)ny;
