@@ -101,7 +101,11 @@ triage() {
       if (in_first && !decided) {
         # frames of libc and the sanitizer runtime do not decide
         if (index($0, "libhdf5")) { first = "hdf5"; decided = 1 }
-        else if (index($0, src)) { first = "library"; decided = 1 }
+        # our sources, not the fuzzer binary (which may sit under srcdir
+        # in an in-tree build, and whose libFuzzer frames decide nothing)
+        else if (index($0, src "src/") || index($0, src "fuzz/fuzz_")) {
+          first = "library"; decided = 1
+        }
       } else if (!in_first && index($0, src "src/")) other_src = 1
       next
     }
