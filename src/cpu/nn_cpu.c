@@ -178,21 +178,7 @@ clara_status clara_cpu_nn_create(const clara_context *ctx,
     p->w = st->params + woff[l];
     p->bias = st->params + boff[l];
   }
-  st->k = &clara_nn_kernels_portable;
-  {
-    /* CLARA_RECON_CPU_KERNELS=portable keeps the portable kernels (the
-     * tests run both). */
-    const char *kern = getenv("CLARA_RECON_CPU_KERNELS");
-    const clara_nn_kernels *k512 = clara_nn_kernels_avx512();
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (k512 && __builtin_cpu_supports("avx512f") &&
-        !(kern && strcmp(kern, "portable") == 0))
-      st->k = k512;
-#else
-    (void)kern;
-    (void)k512;
-#endif
-  }
+  st->k = clara_nn_kernels_pick();
   free(woff);
   free(boff);
   *state = st;

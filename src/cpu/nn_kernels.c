@@ -1,17 +1,20 @@
 /* nn_kernels.c -- the CPU denoiser's convolution kernels (see
  * nn_kernels.h for the layouts and the Winograd scheme).
  *
- * Two sets of Winograd kernels: portable C, written as loops over 16
+ * Three sets of Winograd kernels: portable C, written as loops over 16
  * channels that the vectoriser turns into SIMD (compiled for x86-64-v4,
- * x86-64-v3 and baseline and picked at load time, like kernels.c), and
- * AVX-512 intrinsics. The AVX-512 GEMM keeps a block of NT tiles x NV
- * vectors of 16 output channels in 24 zmm accumulators; each input channel
- * costs NV loads of U, NT broadcasts of V and NT x NV FMAs. Within a block
- * every accumulator sums the input channels in order, so a tile's result
- * does not depend on where in a block it falls. On the development machine
- * (AMD EPYC, family 26) it runs at the FMA peak (about 235 GFLOP/s per core
- * with V, U and M in cache) and takes two thirds of the time; the AVX-512
- * transforms keep each 6x6 patch in registers (unrolled loops) and
+ * x86-64-v3 and baseline and picked at load time, like kernels.c),
+ * AVX-512 intrinsics, and AVX2 + FMA intrinsics for x86-64 CPUs without
+ * AVX-512 (the same scheme on 8-float vectors; the portable code compiled
+ * for x86-64-v3 ran at 1.4x PyTorch there, see bench/RESULTS.md).
+ * clara_nn_kernels_pick() chooses at load time. The AVX-512 GEMM keeps a block
+ * of NT tiles x NV vectors of 16 output channels in 24 zmm accumulators; each
+ * input channel costs NV loads of U, NT broadcasts of V and NT x NV FMAs.
+ * Within a block every accumulator sums the input channels in order, so a
+ * tile's result does not depend on where in a block it falls. On the
+ * development machine (AMD EPYC, family 26) it runs at the FMA peak (about 235
+ * GFLOP/s per core with V, U and M in cache) and takes two thirds of the time;
+ * the AVX-512 transforms keep each 6x6 patch in registers (unrolled loops) and
  * prefetch the input two tiles ahead, because six row streams arriving
  * from L3 otherwise stalled them (2.5x).
  *
@@ -27,6 +30,8 @@
 #include "nn_kernels.h"
 
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&         \
     !defined(CLARA_NO_CLONES)
@@ -560,3 +565,290 @@ const clara_nn_kernels *clara_nn_kernels_avx512(void) {
 const clara_nn_kernels *clara_nn_kernels_avx512(void) { return NULL; }
 
 #endif
+
+/* ---- AVX2 kernels -------------------------------------------------------- */
+
+/* The same scheme with 8-float vectors, for x86-64 CPUs without AVX-512
+ * (AVX2 and FMA: Intel since Haswell, AMD since Zen 1). A 16-channel block
+ * is two vectors. With 16 ymm registers the GEMM core is 6 tiles x 16
+ * channels (12 accumulators, 2 weight vectors, 1 broadcast). Every output
+ * element is summed in the same order, with the same fused operations, as
+ * in the AVX-512 kernels. */
+
+#if NN_HAVE_AVX512
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+NN_AI void bt6_8(__m256 d[6]) {
+  const __m256 c4 = _mm256_set1_ps(4.0f), c5 = _mm256_set1_ps(-5.0f);
+  const __m256 m4 = _mm256_set1_ps(-4.0f), c2 = _mm256_set1_ps(2.0f);
+  __m256 e42 = _mm256_sub_ps(d[4], d[2]);
+  __m256 e31 = _mm256_mul_ps(c2, _mm256_sub_ps(d[3], d[1]));
+  __m256 r0 = _mm256_fmadd_ps(c4, d[0], _mm256_fmadd_ps(c5, d[2], d[4]));
+  __m256 r1 =
+      _mm256_fmadd_ps(m4, _mm256_add_ps(d[1], d[2]), _mm256_add_ps(d[3], d[4]));
+  __m256 r2 =
+      _mm256_fmadd_ps(c4, _mm256_sub_ps(d[1], d[2]), _mm256_sub_ps(d[4], d[3]));
+  __m256 r5 = _mm256_fmadd_ps(c4, d[1], _mm256_fmadd_ps(c5, d[3], d[5]));
+  d[0] = r0;
+  d[1] = r1;
+  d[2] = r2;
+  d[3] = _mm256_add_ps(e42, e31);
+  d[4] = _mm256_sub_ps(e42, e31);
+  d[5] = r5;
+}
+
+NN_AI void at6_8(const __m256 m[6], __m256 y[4]) {
+  __m256 s12 = _mm256_add_ps(m[1], m[2]), d12 = _mm256_sub_ps(m[1], m[2]);
+  __m256 s34 = _mm256_add_ps(m[3], m[4]), d34 = _mm256_sub_ps(m[3], m[4]);
+  y[0] = _mm256_add_ps(_mm256_add_ps(m[0], s12), s34);
+  y[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), d34, d12);
+  y[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), s34, s12);
+  y[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), d34, d12), m[5]);
+}
+
+static void wino_in_avx2(const float *const rows[6], int cs, int tx0, int nt,
+                         float *restrict v, size_t vxs) {
+  for (int t = 0; t < nt; ++t) {
+    size_t off = (size_t)4 * (size_t)(tx0 + t) * (size_t)cs;
+    for (int cb = 0; cb < cs; cb += 8) {
+      __m256 w[6][6];
+      float *o = v + (size_t)t * (size_t)cs + (size_t)cb;
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) {
+        const float *p = rows[i] + off + cb;
+        if ((cb & 15) == 0)
+#pragma GCC unroll 4
+          for (int j = 0; j < 4; ++j)
+            _mm_prefetch(
+                (const char *)(p + (size_t)(4 * NN_PF + 2 + j) * (size_t)cs),
+                _MM_HINT_T0);
+#pragma GCC unroll 6
+        for (int j = 0; j < 6; ++j)
+          w[i][j] = _mm256_loadu_ps(p + (size_t)j * (size_t)cs);
+        bt6_8(w[i]);
+      }
+#pragma GCC unroll 6
+      for (int b = 0; b < 6; ++b) {
+        __m256 c[6];
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; ++i)
+          c[i] = w[i][b];
+        bt6_8(c);
+#pragma GCC unroll 6
+        for (int a = 0; a < 6; ++a)
+          _mm256_store_ps(o + (size_t)(6 * a + b) * vxs, c[a]);
+      }
+    }
+  }
+}
+
+/* M[t][co .. co + 16) for 6 tiles. */
+static void gemm_6x2_avx2(const float *restrict v, int csi,
+                          const float *restrict u, int cso, int cin,
+                          float *restrict m) {
+  __m256 acc[12];
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i)
+    acc[i] = _mm256_setzero_ps();
+  for (int ci = 0; ci < cin; ++ci) {
+    const float *ur = u + (size_t)ci * (size_t)cso;
+    const float *vc = v + ci;
+    __m256 u0 = _mm256_load_ps(ur), u1 = _mm256_load_ps(ur + 8);
+#pragma GCC unroll 6
+    for (int t = 0; t < 6; ++t) {
+      __m256 b = _mm256_broadcast_ss(vc + (size_t)t * (size_t)csi);
+      acc[2 * t] = _mm256_fmadd_ps(b, u0, acc[2 * t]);
+      acc[2 * t + 1] = _mm256_fmadd_ps(b, u1, acc[2 * t + 1]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int t = 0; t < 6; ++t) {
+    _mm256_store_ps(m + (size_t)t * (size_t)cso, acc[2 * t]);
+    _mm256_store_ps(m + (size_t)t * (size_t)cso + 8, acc[2 * t + 1]);
+  }
+}
+
+static void wino_gemm_avx2(const float *restrict v, size_t vxs, int csi,
+                           const float *restrict u, int cin, float *restrict m,
+                           size_t mxs, int cso, int nt) {
+  for (int xi = 0; xi < 36; ++xi) {
+    const float *vx = v + (size_t)xi * vxs;
+    const float *ux = u + (size_t)xi * (size_t)cin * (size_t)cso;
+    float *mx = m + (size_t)xi * mxs;
+    /* Tile blocks outermost: the 6 V rows stay in L1 while every block of
+     * 16 output channels uses them. */
+    for (int t = 0; t < nt; t += 6)
+      for (int cb = 0; cb < cso; cb += V16)
+        gemm_6x2_avx2(vx + (size_t)t * (size_t)csi, csi, ux + cb, cso, cin,
+                      mx + (size_t)t * (size_t)cso + cb);
+  }
+}
+
+static void wino_out_avx2(const float *restrict m, size_t mxs,
+                          float *const rows[4], int cs, int tx0, int nt, int nx,
+                          const float *restrict bias, int relu) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int t = 0; t < nt; ++t) {
+    int x0 = 4 * (tx0 + t);
+    int ncol = nx - x0 < 4 ? nx - x0 : 4;
+    for (int cb = 0; cb < cs; cb += 8) {
+      const float *p = m + (size_t)t * (size_t)cs + (size_t)cb;
+      __m256 w[6][4], bv = _mm256_load_ps(bias + cb);
+#pragma GCC unroll 6
+      for (int a = 0; a < 6; ++a) {
+        __m256 r[6];
+#pragma GCC unroll 6
+        for (int b = 0; b < 6; ++b)
+          r[b] = _mm256_load_ps(p + (size_t)(6 * a + b) * mxs);
+        at6_8(r, w[a]);
+      }
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) {
+        __m256 col[6], y[4];
+        if (c >= ncol)
+          break;
+#pragma GCC unroll 6
+        for (int a = 0; a < 6; ++a)
+          col[a] = w[a][c];
+        at6_8(col, y);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          __m256 o = _mm256_add_ps(bv, y[r]);
+          if (relu)
+            o = _mm256_max_ps(o, zero);
+          if (rows[r])
+            _mm256_storeu_ps(
+                rows[r] + (size_t)(x0 + c + 1) * (size_t)cs + (size_t)cb, o);
+        }
+      }
+    }
+  }
+}
+
+/* The first layer (one input channel): 8 output channels at a time. */
+static void direct_co_avx2(const float *const rows[3], int csi, int cin,
+                           const float *restrict w, const float *restrict bias,
+                           int cpo, int relu, float *restrict out, int cso,
+                           int x0, int x1) {
+  const __m256 zero = _mm256_setzero_ps();
+  if (cin != 1 || cso != cpo) {
+    clara_nn_direct_co(rows, csi, cin, w, bias, cpo, relu, out, cso, x0, x1);
+    return;
+  }
+  for (int cb = 0; cb < cpo; cb += 8) {
+    __m256 wk[9], bv = _mm256_load_ps(bias + cb);
+#pragma GCC unroll 9
+    for (int t = 0; t < 9; ++t)
+      wk[t] = _mm256_load_ps(w + (size_t)t * (size_t)cpo + (size_t)cb);
+    for (int x = x0; x < x1; ++x) {
+      __m256 acc = bv;
+#pragma GCC unroll 3
+      for (int kh = 0; kh < 3; ++kh) {
+        const float *p = rows[kh] + (size_t)x * (size_t)csi;
+#pragma GCC unroll 3
+        for (int kw = 0; kw < 3; ++kw)
+          acc =
+              _mm256_fmadd_ps(_mm256_broadcast_ss(p + (size_t)kw * (size_t)csi),
+                              wk[kh * 3 + kw], acc);
+      }
+      if (relu)
+        acc = _mm256_max_ps(acc, zero);
+      _mm256_store_ps(out + (size_t)x * (size_t)cso + (size_t)cb, acc);
+    }
+  }
+}
+
+/* Sum of the 8 lanes in a fixed pairwise order. */
+NN_AI float hsum8(__m256 a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+NN_AI void direct_ci_px_avx2(const float *const rows[3], int csi,
+                             const float *restrict wc, float bias, int relu,
+                             float *restrict out, int cso, int x,
+                             const int np) {
+  __m256 acc[8];
+  float s;
+#pragma GCC unroll 8
+  for (int k = 0; k < np; ++k)
+    acc[k] = _mm256_setzero_ps();
+  for (int kh = 0; kh < 3; ++kh)
+    for (int kw = 0; kw < 3; ++kw) {
+      const float *p = rows[kh] + (size_t)(x + kw) * (size_t)csi;
+      const float *wt = wc + (size_t)(kh * 3 + kw) * (size_t)csi;
+      for (int cb = 0; cb < csi; cb += 8) {
+        __m256 wv = _mm256_load_ps(wt + cb);
+#pragma GCC unroll 8
+        for (int k = 0; k < np; ++k)
+          acc[k] = _mm256_fmadd_ps(
+              _mm256_loadu_ps(p + (size_t)k * (size_t)csi + (size_t)cb), wv,
+              acc[k]);
+      }
+    }
+#pragma GCC unroll 8
+  for (int k = 0; k < np; ++k) {
+    s = bias + hsum8(acc[k]);
+    if (relu && s < 0.0f)
+      s = 0.0f;
+    out[(size_t)(x + k) * (size_t)cso] = s;
+  }
+}
+
+static void direct_ci_avx2(const float *const rows[3], int csi,
+                           const float *restrict w, const float *restrict bias,
+                           int cout, int relu, float *restrict out, int cso,
+                           int x0, int x1) {
+  for (int co = 0; co < cout; ++co) {
+    const float *wc = w + (size_t)co * 9 * (size_t)csi;
+    int x = x0;
+    for (; x + 8 <= x1; x += 8)
+      direct_ci_px_avx2(rows, csi, wc, bias[co], relu, out + co, cso, x, 8);
+    for (; x < x1; ++x)
+      direct_ci_px_avx2(rows, csi, wc, bias[co], relu, out + co, cso, x, 1);
+  }
+  for (int x = x0; x < x1; ++x)
+    for (int co = cout; co < cso; ++co)
+      out[(size_t)x * (size_t)cso + (size_t)co] = 0.0f;
+}
+
+#pragma GCC pop_options
+
+static const clara_nn_kernels avx2_kernels = {"avx2",         wino_in_avx2,
+                                              wino_gemm_avx2, wino_out_avx2,
+                                              direct_co_avx2, direct_ci_avx2};
+
+const clara_nn_kernels *clara_nn_kernels_avx2(void) { return &avx2_kernels; }
+
+#else
+
+const clara_nn_kernels *clara_nn_kernels_avx2(void) { return NULL; }
+
+#endif
+
+/* ---- Choice -------------------------------------------------------------- */
+
+const clara_nn_kernels *clara_nn_kernels_pick(void) {
+  const clara_nn_kernels *best = &clara_nn_kernels_portable;
+  const char *want = getenv("CLARA_RECON_CPU_KERNELS");
+#if defined(__x86_64__) && defined(__GNUC__)
+  const clara_nn_kernels *k512 = NULL, *k2 = NULL;
+  if (clara_nn_kernels_avx512() && __builtin_cpu_supports("avx512f"))
+    k512 = clara_nn_kernels_avx512();
+  if (clara_nn_kernels_avx2() && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma"))
+    k2 = clara_nn_kernels_avx2();
+  best = k512 ? k512 : k2 ? k2 : best;
+  if (want && strcmp(want, "avx2") == 0 && k2)
+    return k2;
+  if (want && strcmp(want, "avx512") == 0 && k512)
+    return k512;
+#endif
+  if (want && strcmp(want, "portable") == 0)
+    return &clara_nn_kernels_portable;
+  return best;
+}

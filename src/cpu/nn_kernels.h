@@ -35,7 +35,7 @@
  *   M: [36][tile][cs_out] (xi stride mxs floats)
  * All of them 64-byte aligned, strides multiples of CLARA_NN_CVEC. */
 typedef struct clara_nn_kernels {
-  const char *name; /* "avx512" or "portable" */
+  const char *name; /* "avx512", "avx2" or "portable" */
   /* V for tiles tx0 .. tx0 + nt - 1 of the tile row whose 6 input rows
    * (pixel rows 4 ty - 1 .. 4 ty + 4) are 'rows'; every one of the cs
    * channels. */
@@ -67,6 +67,12 @@ typedef struct clara_nn_kernels {
 CLARA_HIDDEN extern const clara_nn_kernels clara_nn_kernels_portable;
 /* NULL where this build has no AVX-512 kernels; check the CPU first. */
 CLARA_HIDDEN const clara_nn_kernels *clara_nn_kernels_avx512(void);
+/* AVX2 + FMA; NULL where this build has none; check the CPU first. */
+CLARA_HIDDEN const clara_nn_kernels *clara_nn_kernels_avx2(void);
+/* The kernels a denoiser loaded now uses: the widest set this CPU runs,
+ * or the one CLARA_RECON_CPU_KERNELS names (portable, avx2 or avx512) if
+ * this CPU runs it. */
+CLARA_HIDDEN const clara_nn_kernels *clara_nn_kernels_pick(void);
 
 /* Direct 3x3 convolution of pixels x0 .. x1 - 1 of one row, for the layers
  * where Winograd does not pay (one input or output channel): 'rows' are
