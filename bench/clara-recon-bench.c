@@ -869,7 +869,6 @@ static int bench(const options *o, run *r) {
   return 0;
 }
 
-
 /* ---- The MR subcommand --------------------------------------------------- */
 
 /* clara-recon-bench mr: times clara_mr_execute on a multi-coil Cartesian 2D
@@ -894,29 +893,28 @@ typedef struct mr_options {
 
 static void mr_usage(FILE *f) {
   fprintf(
-      f,
-      "usage: " PROG " mr [options]\n"
-      "\n"
-      "Times multi-coil Cartesian MR reconstruction (inverse FFT and coil\n"
-      "combination) of a batch of 2D slices.\n"
-      "\n"
-      "options:\n"
-      "  --size NX,NY     matrix, readout x phase (default 256,256; no\n"
-      "                   readout oversampling)\n"
-      "  --fastmri        fastMRI knee size: 640 readout (recon 320) x 368\n"
-      "                   phase, 15 coils, 16 slices\n"
-      "  --coils C        receive coils (default 8)\n"
-      "  --slices S       slices per execute (default 32)\n"
-      "  --combine M      rss (default) or adaptive\n"
-      "  --norm N         ortho (default) or none\n"
-      "  --backend B      auto, cpu or cuda (default auto)\n"
-      "  --threads T      worker threads, 0 = all online cores (default 0)\n"
-      "  --repeat K       timed executes (default 5)\n"
-      "  --warmup W       untimed executes before them (default 1)\n"
-      "  --input FILE     reconstruct dataset 0 of this ISMRMRD or fastMRI\n"
-      "                   file instead\n"
-      "  --json           print one JSON object instead of text\n"
-      "  --help\n");
+      f, "usage: " PROG " mr [options]\n"
+         "\n"
+         "Times multi-coil Cartesian MR reconstruction (inverse FFT and coil\n"
+         "combination) of a batch of 2D slices.\n"
+         "\n"
+         "options:\n"
+         "  --size NX,NY     matrix, readout x phase (default 256,256; no\n"
+         "                   readout oversampling)\n"
+         "  --fastmri        fastMRI knee size: 640 readout (recon 320) x 368\n"
+         "                   phase, 15 coils, 16 slices\n"
+         "  --coils C        receive coils (default 8)\n"
+         "  --slices S       slices per execute (default 32)\n"
+         "  --combine M      rss (default) or adaptive\n"
+         "  --norm N         ortho (default) or none\n"
+         "  --backend B      auto, cpu or cuda (default auto)\n"
+         "  --threads T      worker threads, 0 = all online cores (default 0)\n"
+         "  --repeat K       timed executes (default 5)\n"
+         "  --warmup W       untimed executes before them (default 1)\n"
+         "  --input FILE     reconstruct dataset 0 of this ISMRMRD or fastMRI\n"
+         "                   file instead\n"
+         "  --json           print one JSON object instead of text\n"
+         "  --help\n");
 }
 
 static int mr_usage_error(const char *msg, const char *arg) {
@@ -1211,7 +1209,8 @@ typedef struct dn_options {
   clara_backend backend;
   int threads, repeat, warmup, json;
   int fp16;
-  const char *peer; /* NULL: look for it */
+  const char *peer_precision; /* NULL: the same as ours */
+  const char *peer;           /* NULL: look for it */
   int no_peer;
 } dn_options;
 
@@ -1238,9 +1237,14 @@ static void dn_usage(FILE *f) {
       "  --peer FILE      the peer script (default: $CLARA_RECON_PEERS/\n"
       "                   torch_denoise.py, else bench/peers/ beside this\n"
       "                   program or below the current directory)\n"
+      "  --peer-precision P  the peer's precision on a GPU: fp32 (TF32 off),\n"
+      "                   tf32 or fp16 (default: the same as --precision)\n"
       "  --no-peer        time the library only\n"
       "  --json           print one JSON object instead of text\n"
-      "  --help\n");
+      "  --help\n"
+      "\n"
+      "On a CUDA context the peer runs on the GPU too (cuDNN), host to host\n"
+      "as clara_denoise: upload, run, download, synchronise.\n");
 }
 
 static int dn_usage_error(const char *msg, const char *arg) {
@@ -1305,6 +1309,12 @@ static int dn_parse_args(int argc, char **argv, dn_options *o) {
         o->fp16 = 1;
       else
         return dn_usage_error("unknown --precision (fp32 or fp16)", val);
+    } else if (strcmp(name, "--peer-precision") == 0) {
+      if (strcmp(val, "fp32") != 0 && strcmp(val, "tf32") != 0 &&
+          strcmp(val, "fp16") != 0)
+        return dn_usage_error("unknown --peer-precision (fp32, tf32 or fp16)",
+                              val);
+      o->peer_precision = val;
     } else {
       return dn_usage_error("unknown option", name);
     }
@@ -1424,8 +1434,8 @@ static void shell_quote(char *dst, size_t len, const char *s) {
 /* Runs the peer; fills 'line' with its JSON. Returns its exit status, or
  * -1 when it could not run. */
 static int dn_run_peer(const char *peer, const dn_options *o, int threads,
-                       const char *in_path, const char *ours_path, char *line,
-                       size_t len) {
+                       int cuda, const char *in_path, const char *ours_path,
+                       char *line, size_t len) {
   char cmd[8192], qp[1200], qm[1200], qi[1200], qo[1200];
   FILE *p;
   int st;
@@ -1435,9 +1445,14 @@ static int dn_run_peer(const char *peer, const dn_options *o, int threads,
   shell_quote(qo, sizeof qo, ours_path);
   snprintf(cmd, sizeof cmd,
            "python3 %s --model %s --size %d --batch %d --threads %d "
-           "--repeat %d --warmup %d --input %s --ours %s --json",
+           "--repeat %d --warmup %d --input %s --ours %s --device %s "
+           "--precision %s --json",
            qp, qm, o->size, o->batch, threads, o->repeat,
-           o->warmup > 2 ? o->warmup : 2, qi, qo);
+           o->warmup > 2 ? o->warmup : 2, qi, qo, cuda ? "cuda" : "cpu",
+           !cuda               ? "fp32"
+           : o->peer_precision ? o->peer_precision
+           : o->fp16           ? "fp16"
+                               : "fp32");
   p = popen(cmd, "r");
   if (!p)
     return -1;
@@ -1546,8 +1561,9 @@ static int dn_bench(const dn_options *o, const char *argv0) {
                 strerror(errno));
         goto done;
       }
-      peer_status =
-          dn_run_peer(peer, o, threads, in_path, out_path, line, sizeof line);
+      peer_status = dn_run_peer(
+          peer, o, threads, clara_context_backend(ctx) == CLARA_BACKEND_CUDA,
+          in_path, out_path, line, sizeof line);
       if (peer_status == 0 && line[0]) {
         peer_ms = json_get(line, "median_ms");
         peer_diff = json_get(line, "max_rel_diff");
@@ -1614,8 +1630,18 @@ static int dn_bench(const dn_options *o, const char *argv0) {
            "count)\n",
            mps, gflops);
     if (peer_status == 0 && isfinite(peer_ms)) {
-      printf("  torch:    median %.2f ms, same model, input and threads (%s)\n",
-             peer_ms, peer);
+      if (clara_context_backend(ctx) == CLARA_BACKEND_CUDA)
+        printf("  torch:    median %.2f ms, same model and input on the GPU, "
+               "%s (%s)\n",
+               peer_ms,
+               o->peer_precision ? o->peer_precision
+               : o->fp16         ? "fp16"
+                                 : "fp32",
+               peer);
+      else
+        printf("  torch:    median %.2f ms, same model, input and threads "
+               "(%s)\n",
+               peer_ms, peer);
       printf("  ratio:    %.2fx faster than PyTorch; outputs: max |diff| / "
              "max |torch| %.2e, rel L2 %.2e\n",
              ratio, peer_diff, peer_l2);

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""PyTorch (CPU) running the same denoiser as libclara-recon.
+"""PyTorch (CPU or CUDA) running the same denoiser as libclara-recon.
 
-The target: the CPU backend's clara_denoise must be at least 1.5x faster
+The targets: the CPU backend's clara_denoise must be at least 1.5x faster
 than PyTorch on the CPU running the same network with the same number of
-threads on a 512 x 512 slice.
+threads on a 512 x 512 slice; the CUDA backend must reach at least
+PyTorch-with-cuDNN's throughput at batch 1 and 16 in FP32.
 
 `clara-recon-bench denoise` runs this script after timing the library and
 prints the ratio; it hands over the model file, the input slices it timed
@@ -27,6 +28,15 @@ What it does:
    channels_last, and reports the faster of the two as PyTorch's time (on
    the development machine channels_last is 1.7-1.9x faster than NCHW for
    these nets);
+   With --device cuda the model and input live on the GPU (cuDNN,
+   torch.backends.cudnn.benchmark on, so cuDNN picks its fastest
+   algorithms during the warm-ups) and each timed run is what the
+   library's host-to-host clara_denoise does: copy the input to the device,
+   run, copy the result back, synchronise. --precision fp32 turns TF32 off
+   (plain FP32, what the library's FP32 computes), tf32 allows TF32 in cuDNN
+   and cuBLAS, fp16 runs the network in half precision (normalisation and
+   residual in FP32, as the library's FP16 mode). On the CPU only fp32
+   exists.
 4. with --ours, compares its output with the library's: the largest
    absolute difference relative to the largest |value| of PyTorch's output,
    and the relative L2 difference.
@@ -147,6 +157,13 @@ class Denoiser(torch.nn.Module):
                 self.width = max(self.width, w.shape[0], w.shape[1])
                 self.flops += 2.0 * 9.0 * w.shape[0] * w.shape[1]
         self.net = torch.nn.Sequential(*mods).eval()
+        self.dtype = torch.float32
+
+    def half_net(self):
+        """Runs the convolutions in FP16 (normalisation stays FP32)."""
+        self.net = self.net.half()
+        self.dtype = torch.float16
+        return self
 
     def scales(self, x):
         """Per-slice (offset, scale) of the normalisation, [B, 1, 1, 1]."""
@@ -164,20 +181,25 @@ class Denoiser(torch.nn.Module):
 
     def forward(self, x):
         off, sc = self.scales(x)
+        off, sc = off.to(x.device), sc.to(x.device)
         xn = (x - off) / sc
-        y = self.net(xn)
+        y = self.net(xn.to(self.dtype)).float()
         if self.residual:
             y = xn - y
         return y * sc + off
 
 
-def time_runs(fn, warmup, repeat):
+def time_runs(fn, warmup, repeat, sync=None):
     for _ in range(warmup):
         fn()
+    if sync:
+        sync()
     ts = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
+        if sync:
+            sync()
         ts.append((time.perf_counter() - t0) * 1e3)
     return ts
 
@@ -196,6 +218,9 @@ def main():
                     "the same input, to compare with")
     ap.add_argument("--layout", choices=["best", "nchw", "channels_last"],
                     default="best")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--precision", choices=["fp32", "tf32", "fp16"],
+                    default="fp32")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--write-random", metavar="PATH")
     ap.add_argument("--layers", type=int, default=10)
@@ -216,8 +241,23 @@ def main():
     if a.size < 1 or a.batch < 1 or a.threads < 1 or a.repeat < 1:
         ap.error("--size, --batch, --threads and --repeat must be >= 1")
 
+    if a.device == "cpu" and a.precision != "fp32":
+        ap.error("--precision tf32 and fp16 need --device cuda")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("torch_denoise: SKIP: torch sees no CUDA device")
+        return SKIP
     torch.set_num_threads(a.threads)
     model = Denoiser(a.model)
+    sync = None
+    if a.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+        tf32 = a.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        if a.precision == "fp16":
+            model.half_net()
+        model = model.to("cuda")
+        sync = torch.cuda.synchronize
     shape = (a.batch, 1, a.size, a.size)
     n = a.batch * a.size * a.size
     if a.input:
@@ -232,28 +272,40 @@ def main():
         x = (disc + rng.normal(0, 20, (a.batch, a.size, a.size)))
         x = x.astype(np.float32).reshape(shape)
     xt = torch.from_numpy(x)
+    if a.device == "cuda":
+        xt = xt.pin_memory()
 
     results = {}
     layouts = ["nchw", "channels_last"] if a.layout == "best" else [a.layout]
     out = None
     with torch.inference_mode():
         for lay in layouts:
-            if lay == "channels_last":
-                m = model.to(memory_format=torch.channels_last)
-                xi = xt.contiguous(memory_format=torch.channels_last)
+            fmt = (torch.channels_last if lay == "channels_last" else
+                   torch.contiguous_format)
+            m = model.to(memory_format=fmt)
+            if a.device == "cuda":
+                # Host to host, as clara_denoise: upload, run, download.
+                def run(m=m, fmt=fmt):
+                    xi = xt.to("cuda", non_blocking=True)
+                    return m(xi.contiguous(memory_format=fmt)).cpu()
             else:
-                m = model.to(memory_format=torch.contiguous_format)
-                xi = xt.contiguous()
-            ts = time_runs(lambda: m(xi), a.warmup, a.repeat)
+                xi = xt.contiguous(memory_format=fmt)
+
+                def run(m=m, xi=xi):
+                    return m(xi)
+            ts = time_runs(run, a.warmup, a.repeat, sync)
             results[lay] = ts
             if out is None:
-                out = m(xi).contiguous().numpy().reshape(-1)
+                out = run().contiguous().numpy().reshape(-1)
     best = min(results, key=lambda k: statistics.median(results[k]))
     ts = results[best]
     med = statistics.median(ts)
     rep = {
         "peer": "torch",
         "torch_version": torch.__version__,
+        "device": (torch.cuda.get_device_name(0) if a.device == "cuda"
+                   else "cpu"),
+        "precision": a.precision,
         "threads": torch.get_num_threads(),
         "layers": model.layers,
         "max_channels": model.width,
@@ -282,9 +334,10 @@ def main():
         print(json.dumps(rep))
     else:
         lays = ", ".join(f"{k} {v:.1f} ms" for k, v in rep["layouts"].items())
+        where = (f"{rep['device']} {a.precision}" if a.device == "cuda" else
+                 f"{rep['threads']} threads")
         print(f"torch {torch.__version__}: {a.batch} x {a.size}^2, "
-              f"{model.layers} layers x {model.width}, {rep['threads']} "
-              f"threads: median {med:.1f} ms ({best}; {lays}), "
+              f"{model.layers} layers x {model.width}, {where}: median {med:.1f} ms ({best}; {lays}), "
               f"{rep['gflops']:.1f} GFLOP/s")
         if a.ours:
             print(f"  vs ours: max |diff| / max |torch| "
