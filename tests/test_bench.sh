@@ -17,6 +17,8 @@ if [ ! -x "$BENCH" ]; then
   echo "FAIL: $BENCH is not built"
   exit 1
 fi
+# PYTHON=no (the sanitizer build) still leaves python3 to read the reports.
+"$PYTHON" -c 'import json' 2>/dev/null || PYTHON=python3
 if ! "$PYTHON" -c 'import json' 2>/dev/null; then
   echo "SKIP: no Python ($PYTHON) to read the JSON reports"
   exit 77
@@ -133,6 +135,32 @@ else
       "r['peer_status'] == 77 and r['speedup_vs_peer'] is None"
   fi
   echo "SKIP: the comparison with PyTorch (torch, h5py or numpy missing)"
+fi
+
+# The SGEMM-based convolutions of bench/openblas_denoise (built when
+# ./configure finds OpenBLAS) are an independent implementation of the
+# same network: the two must agree.
+OB="$top_builddir/bench/openblas_denoise"
+if [ -x "$OB" ]; then
+  if "$OB" --model "$MODEL" --size 37 --batch 2 --threads 2 --repeat 1 \
+    --json >"$WORK/stdout" 2>"$WORK/stderr"; then
+    check "openblas_denoise: both SGEMM ways agree with the library (rel L2 < 1e-5)" \
+      "r['im2col_rel_l2'] < 1e-5 and r['shifted_rel_l2'] < 1e-5 and \
+       r['im2col_max_rel_diff'] < 1e-4 and r['shifted_max_rel_diff'] < 1e-4 \
+       and r['ours_ms'] > 0"
+  else
+    fail "openblas_denoise ran"
+  fi
+  if "$OB" --model "$top_srcdir/models/mr-denoise.h5" --size 32 \
+    >"$WORK/stdout" 2>"$WORK/stderr"; then
+    fail "openblas_denoise refuses the percentile-normalised MR model"
+  elif [ $? -eq 77 ] && grep -q "fixed" "$WORK/stderr"; then
+    pass "openblas_denoise refuses the percentile-normalised MR model (77)"
+  else
+    fail "openblas_denoise refuses the percentile-normalised MR model (77)"
+  fi
+else
+  echo "SKIP: bench/openblas_denoise is not built (OpenBLAS not found)"
 fi
 
 # ---- Bad arguments ------------------------------------------------------
