@@ -112,7 +112,7 @@ CLARA_API void clara_free(void *ptr);
 /*
  * Safe to call from several threads at once:
  * - Executing one plan concurrently, each call with its own output buffer:
- *   clara_fbp_execute (and _timed, _device), clara_mr_execute,
+ *   clara_fbp_execute (and _timed, _device), clara_mr_execute (and _device),
  *   clara_project / clara_backproject on one projector, clara_denoise (and
  *   _device) on one denoiser. Inputs may be shared; outputs must not be. The
  *   result does not depend on how many calls run at once nor on the
@@ -615,6 +615,17 @@ CLARA_API clara_status clara_mr_plan_create(clara_context *ctx,
  * outputs. */
 CLARA_API clara_status clara_mr_execute(const clara_mr_plan *plan,
                                         const float *kspace, float *image);
+/* As clara_mr_execute, with both arrays in the memory of the context's CUDA
+ * device (cudaMalloc'd, same layout), so that a GPU pipeline never goes
+ * through host memory. The call returns when the image is complete.
+ * Errors: CLARA_ERR_UNSUPPORTED on a CPU context, and for a plan whose
+ * options run on the CPU even on a CUDA context (adaptive combination,
+ * homodyne or POCS on an asymmetric axis; the message says which);
+ * CLARA_ERR_INVALID_ARG for NULL or host pointers; CLARA_ERR_DEVICE with the
+ * CUDA error's name. */
+CLARA_API clara_status clara_mr_execute_device(const clara_mr_plan *plan,
+                                               const float *d_kspace,
+                                               float *d_image);
 CLARA_API void clara_mr_plan_destroy(clara_mr_plan *plan);
 
 /* The noise covariance of 'samples' noise samples per coil (noise
@@ -826,8 +837,7 @@ typedef enum clara_precision {
  * format: missing objects, wrong types or shapes, NaN weights),
  * CLARA_ERR_UNSUPPORTED (a format version this build cannot read),
  * CLARA_ERR_OUT_OF_MEMORY. *out is NULL on failure. */
-CLARA_API clara_status clara_denoiser_load(clara_context *ctx,
-                                           const char *path,
+CLARA_API clara_status clara_denoiser_load(clara_context *ctx, const char *path,
                                            clara_denoiser **out);
 
 /* Loads a model shipped with the library by name: "ct" (ct-denoise.h5) or
@@ -965,8 +975,8 @@ typedef struct clara_dicom_plane {
 /* Fills *out for slice 'slice' (0 .. nz-1) of 'vol'. Errors:
  * CLARA_ERR_INVALID_ARG (NULL, sizes <= 0, a voxel size that is not finite
  * and > 0, a centre that is not finite, slice out of range). */
-CLARA_API clara_status clara_dicom_plane_of(const clara_volume *vol,
-                                            int slice, clara_dicom_plane *out);
+CLARA_API clara_status clara_dicom_plane_of(const clara_volume *vol, int slice,
+                                            clara_dicom_plane *out);
 
 /* ------------------------------------------------------------------------ */
 /* Files (HDF5; layout in docs/FORMATS.md)                                   */

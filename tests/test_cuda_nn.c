@@ -18,7 +18,13 @@
  *   the progress callback); a limit below one slice fails cleanly, and one
  *   below the weights fails at load time;
  * - cancellation from the progress callback, concurrent calls on one
- *   denoiser, and an FBP plan with the denoiser attached.
+ *   denoiser, and FBP and MR plans with the denoiser attached (host and
+ *   device entries: the same result as reconstructing and denoising in
+ *   separate calls);
+ * - clara_mr_execute_device (which lives here for the device buffers):
+ *   bit for bit the host entry's result, magnitude and complex; NULL and
+ *   host pointers refused; a plan whose options run on the CPU refused
+ *   with the reason.
  *
  * Exit status: 0 passed, 1 failed, 77 skipped. The device buffers come
  * from the CUDA runtime that the plugin loaded (dlopen), as in
@@ -734,6 +740,160 @@ START_TEST(fbp_attached) {
 }
 END_TEST
 
+/* ---- MR plans on the device --------------------------------------------- */
+
+/* A 2-coil random k-space of 'slices' slices, 24 x 20, full sampling. */
+static float *mr_kspace(clara_mr_geometry *g, int slices) {
+  size_t n;
+  float *k;
+  memset(g, 0, sizeof *g);
+  g->coils = 2;
+  g->nx = 24;
+  g->ny = 20;
+  g->nz = 1;
+  g->slices = slices;
+  g->kx_last = g->nx - 1;
+  g->ky_last = g->ny - 1;
+  n = 2 * (size_t)g->coils * (size_t)g->nx * (size_t)g->ny * (size_t)slices;
+  k = malloc(n * sizeof(float));
+  ck_assert_ptr_nonnull(k);
+  for (size_t i = 0; i < n; i++)
+    k[i] = (float)(urand() - 0.5);
+  return k;
+}
+
+START_TEST(mr_device) {
+  const int slices = 3;
+  clara_context *g = make_ctx(CLARA_BACKEND_CUDA, 0, NULL, NULL);
+  clara_context *c = make_ctx(CLARA_BACKEND_CPU, 0, NULL, NULL);
+  clara_mr_geometry geo;
+  float *k = mr_kspace(&geo, slices);
+  size_t nk = 2 * (size_t)geo.coils * geo.nx * geo.ny * slices;
+  size_t npix = (size_t)geo.nx * geo.ny * slices;
+  float *dk = dev_alloc(nk), *di = dev_alloc(2 * npix);
+  float *host = malloc(2 * npix * sizeof(float));
+  float *dev = malloc(2 * npix * sizeof(float));
+  float *cpu = malloc(2 * npix * sizeof(float));
+  ck_assert(host && dev && cpu);
+  to_dev(dk, k, nk);
+  for (int cplx = 0; cplx < 2; cplx++) {
+    clara_mr_options o;
+    clara_mr_plan *pg = NULL, *pc = NULL;
+    size_t nout = npix * (cplx ? 2 : 1);
+    clara_mr_options_init(&o);
+    o.output_complex = cplx;
+    ck_assert_msg(clara_mr_plan_create(g, &geo, &o, &pg) == CLARA_OK, "%s",
+                  clara_last_error());
+    ck_assert_int_eq(clara_mr_plan_create(c, &geo, &o, &pc), CLARA_OK);
+    ck_assert_int_eq(clara_mr_execute(pg, k, host), CLARA_OK);
+    ck_assert_int_eq(clara_mr_execute(pc, k, cpu), CLARA_OK);
+    fill(dev, nout, NAN);
+    to_dev(di, dev, nout);
+    ck_assert_msg(clara_mr_execute_device(pg, dk, di) == CLARA_OK, "%s",
+                  clara_last_error());
+    from_dev(dev, di, nout);
+    fprintf(stderr,
+            "  mr %s: device entry vs host entry %s, vs CPU rel L2 %.2e\n",
+            cplx ? "complex" : "magnitude",
+            same_bits(dev, host, nout) ? "identical" : "DIFFERENT",
+            nn_test_rel_l2(dev, cpu, nout));
+    ck_assert(same_bits(dev, host, nout));
+    ck_assert(nn_test_rel_l2(dev, cpu, nout) <= FP32_BOUND);
+    /* bad arguments */
+    ck_assert_int_eq(clara_mr_execute_device(NULL, dk, di),
+                     CLARA_ERR_INVALID_ARG);
+    ck_assert_int_eq(clara_mr_execute_device(pg, NULL, di),
+                     CLARA_ERR_INVALID_ARG);
+    MSG_HAS("d_kspace");
+    ck_assert_int_eq(clara_mr_execute_device(pg, dk, NULL),
+                     CLARA_ERR_INVALID_ARG);
+    MSG_HAS("d_image");
+    if (!emulated) {
+      ck_assert_int_eq(clara_mr_execute_device(pg, k, di),
+                       CLARA_ERR_INVALID_ARG);
+      MSG_HAS("host memory");
+      ck_assert_int_eq(clara_mr_execute_device(pg, dk, host),
+                       CLARA_ERR_INVALID_ARG);
+      MSG_HAS("d_image");
+    }
+    /* a CPU context has no device memory */
+    ck_assert_int_eq(clara_mr_execute_device(pc, dk, di),
+                     CLARA_ERR_UNSUPPORTED);
+    MSG_HAS("backend cuda");
+    clara_mr_plan_destroy(pg);
+    clara_mr_plan_destroy(pc);
+  }
+  {
+    /* adaptive combination runs on the CPU even on a CUDA context */
+    clara_mr_options o;
+    clara_mr_plan *p = NULL;
+    clara_mr_options_init(&o);
+    o.combine = CLARA_MR_COMBINE_ADAPTIVE;
+    ck_assert_int_eq(clara_mr_plan_create(g, &geo, &o, &p), CLARA_OK);
+    ck_assert_int_eq(clara_mr_execute_device(p, dk, di), CLARA_ERR_UNSUPPORTED);
+    MSG_HAS("runs on the CPU");
+    MSG_HAS("ADAPTIVE");
+    clara_mr_plan_destroy(p);
+  }
+  dev_free(dk);
+  dev_free(di);
+  free(k);
+  free(host);
+  free(dev);
+  free(cpu);
+  clara_context_destroy(g);
+  clara_context_destroy(c);
+}
+END_TEST
+
+START_TEST(mr_attached) {
+  const tmodel *t = &models[M_P99];
+  const int slices = 2;
+  clara_context *g = make_ctx(CLARA_BACKEND_CUDA, 0, NULL, NULL);
+  clara_denoiser *d = load(g, t);
+  clara_mr_geometry geo;
+  float *k = mr_kspace(&geo, slices);
+  size_t nk = 2 * (size_t)geo.coils * geo.nx * geo.ny * slices;
+  size_t npix = (size_t)geo.nx * geo.ny * slices;
+  float *img = malloc(npix * sizeof(float)),
+        *want = malloc(npix * sizeof(float));
+  float *dk = dev_alloc(nk), *di = dev_alloc(npix);
+  clara_mr_plan *plain = NULL, *with = NULL;
+  ck_assert(img && want);
+  ck_assert_msg(clara_mr_plan_create(g, &geo, NULL, &plain) == CLARA_OK, "%s",
+                clara_last_error());
+  ck_assert_int_eq(clara_mr_plan_create(g, &geo, NULL, &with), CLARA_OK);
+  ck_assert_msg(clara_mr_plan_set_denoiser(with, d) == CLARA_OK, "%s",
+                clara_last_error());
+  ck_assert_int_eq(clara_mr_execute(plain, k, want), CLARA_OK);
+  ck_assert_int_eq(clara_denoise(d, want, want, geo.nx, geo.ny, slices),
+                   CLARA_OK);
+  clara_denoiser_destroy(d); /* the plan holds its own reference */
+  fill(img, npix, NAN);
+  ck_assert_msg(clara_mr_execute(with, k, img) == CLARA_OK, "%s",
+                clara_last_error());
+  fprintf(stderr, "  mr + denoiser: host execute vs separate calls %.2e\n",
+          nn_test_rel_l2(img, want, npix));
+  ck_assert(nn_test_rel_l2(img, want, npix) <= 1e-6);
+  to_dev(dk, k, nk);
+  ck_assert_msg(clara_mr_execute_device(with, dk, di) == CLARA_OK, "%s",
+                clara_last_error());
+  fill(img, npix, NAN);
+  from_dev(img, di, npix);
+  fprintf(stderr, "  mr + denoiser: device execute vs separate calls %.2e\n",
+          nn_test_rel_l2(img, want, npix));
+  ck_assert(nn_test_rel_l2(img, want, npix) <= 1e-6);
+  clara_mr_plan_destroy(plain);
+  clara_mr_plan_destroy(with);
+  dev_free(dk);
+  dev_free(di);
+  free(k);
+  free(img);
+  free(want);
+  clara_context_destroy(g);
+}
+END_TEST
+
 /* ---- Runner -------------------------------------------------------------- */
 
 static int write_models(void) {
@@ -782,6 +942,8 @@ static Suite *device_suite(void) {
   tcase_add_test(t, concurrent);
   tcase_add_test(t, errors);
   tcase_add_test(t, fbp_attached);
+  tcase_add_test(t, mr_device);
+  tcase_add_test(t, mr_attached);
   suite_add_tcase(s, t);
   return s;
 }

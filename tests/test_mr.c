@@ -1235,6 +1235,18 @@ START_TEST(bad_inputs) {
   ck_assert_int_eq(clara_mr_execute(p, k, NULL), CLARA_ERR_INVALID_ARG);
   MSG_HAS("image is NULL");
   ck_assert_int_eq(clara_mr_execute(p, k, out), CLARA_OK);
+  /* device pointers: none on a CPU context (the device cases are in
+   * test_cuda_nn.c) */
+  ck_assert_int_eq(clara_mr_execute_device(NULL, k, out),
+                   CLARA_ERR_INVALID_ARG);
+  MSG_HAS("clara_mr_execute_device: plan is NULL");
+  ck_assert_int_eq(clara_mr_execute_device(p, NULL, out),
+                   CLARA_ERR_INVALID_ARG);
+  MSG_HAS("d_kspace is NULL");
+  ck_assert_int_eq(clara_mr_execute_device(p, k, NULL), CLARA_ERR_INVALID_ARG);
+  MSG_HAS("d_image is NULL");
+  ck_assert_int_eq(clara_mr_execute_device(p, k, out), CLARA_ERR_UNSUPPORTED);
+  MSG_HAS("the plan runs on the cpu backend, which has no device memory");
   clara_mr_plan_destroy(p);
   clara_mr_plan_destroy(NULL);
 

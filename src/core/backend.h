@@ -89,7 +89,7 @@ typedef struct clara_nn_setup {
 
 /* Bumped whenever this table, the setups or clara_host_api change: the
  * core refuses a plugin built against another version. */
-#define CLARA_BACKEND_ABI 4
+#define CLARA_BACKEND_ABI 5
 
 typedef struct clara_backend_ops {
   const char *name;
@@ -124,6 +124,14 @@ typedef struct clara_backend_ops {
   clara_status (*mr_execute)(const clara_context *ctx,
                              const clara_mr_setup *setup, const void *state,
                              const float *kspace, float *image);
+  /* The same with the image written to memory of the context's device, and
+   * the k-space read from device memory when kspace_on_device (else from
+   * the host); returns when the image is complete. NULL for backends
+   * without a device; only for states made by this table's mr_create. */
+  clara_status (*mr_execute_device)(const clara_context *ctx,
+                                    const clara_mr_setup *setup,
+                                    const void *state, const float *kspace,
+                                    int kspace_on_device, float *d_image);
   void (*mr_destroy)(void *state);
   /* Denoising. nn_create prepares the weights (and may refuse a precision
    * with CLARA_ERR_UNSUPPORTED). nn_execute runs the whole network with its
@@ -133,10 +141,9 @@ typedef struct clara_backend_ops {
    * device pointers and checks finiteness itself; NULL without a device. */
   clara_status (*nn_create)(const clara_context *ctx, const clara_nn_setup *s,
                             void **state);
-  clara_status (*nn_execute)(const clara_context *ctx,
-                             const clara_nn_setup *s, const void *state,
-                             const float *in, float *out, int nx, int ny,
-                             int nslices);
+  clara_status (*nn_execute)(const clara_context *ctx, const clara_nn_setup *s,
+                             const void *state, const float *in, float *out,
+                             int nx, int ny, int nslices);
   clara_status (*nn_execute_device)(const clara_context *ctx,
                                     const clara_nn_setup *s, const void *state,
                                     const float *d_in, float *d_out, int nx,

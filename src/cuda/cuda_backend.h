@@ -91,6 +91,10 @@ clara_status cuda_mr_create(const clara_context *ctx,
 clara_status cuda_mr_execute(const clara_context *ctx,
                              const clara_mr_setup *setup, const void *state,
                              const float *kspace, float *image);
+clara_status cuda_mr_execute_device(const clara_context *ctx,
+                                    const clara_mr_setup *s, const void *state,
+                                    const float *kspace, int kspace_on_device,
+                                    float *d_image);
 void cuda_mr_destroy(void *state);
 
 /* Denoising (nn_cuda.cu): a chain of 3x3 convolutions in FP32 or FP16

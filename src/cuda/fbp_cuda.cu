@@ -814,9 +814,8 @@ static clara_status dev_copy(void **ptr, const void *src, size_t n,
   clara_status s = fbp_alloc(ptr, n, what);
   if (s != CLARA_OK || n == 0)
     return s;
-  return cuda_status(
-      cudaMemcpyAsync(*ptr, src, n, cudaMemcpyHostToDevice, st),
-      "clara_fbp_plan_create: cudaMemcpyAsync (plan tables)");
+  return cuda_status(cudaMemcpyAsync(*ptr, src, n, cudaMemcpyHostToDevice, st),
+                     "clara_fbp_plan_create: cudaMemcpyAsync (plan tables)");
 }
 
 #define PLAN_CK(call, what)                                                    \
@@ -1423,43 +1422,6 @@ clara_status cuda_fbp_execute(const clara_context *ctx,
                  "clara_fbp_execute");
 }
 
-/* Device memory of the plan's device (or managed memory), else
- * CLARA_ERR_INVALID_ARG naming the argument. */
-static clara_status check_device_pointer(const void *ptr, int device,
-                                         const char *who, const char *name) {
-  cudaPointerAttributes at;
-  cudaError_t e;
-  memset(&at, 0, sizeof at);
-  e = cudaPointerGetAttributes(&at, ptr);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return CUDA_FAIL(CLARA_ERR_INVALID_ARG,
-                     "%s: %s: %p is not memory that CUDA knows (%s)", who, name,
-                     ptr, cudaGetErrorName(e));
-  }
-  switch (at.type) {
-  case cudaMemoryTypeDevice:
-    if (at.device != device)
-      return CUDA_FAIL(CLARA_ERR_INVALID_ARG,
-                       "%s: %s: %p is memory of CUDA device %d, but the plan "
-                       "runs on device %d",
-                       who, name, ptr, at.device, device);
-    return CLARA_OK;
-  case cudaMemoryTypeManaged:
-    return CLARA_OK;
-  case cudaMemoryTypeHost:
-    return CUDA_FAIL(CLARA_ERR_INVALID_ARG,
-                     "%s: %s: %p is pinned host memory, not device memory "
-                     "(use clara_fbp_execute for host arrays)",
-                     who, name, ptr);
-  default:
-    return CUDA_FAIL(CLARA_ERR_INVALID_ARG,
-                     "%s: %s: %p is host memory, not device memory (use "
-                     "clara_fbp_execute for host arrays)",
-                     who, name, ptr);
-  }
-}
-
 clara_status cuda_fbp_execute_device(const clara_context *ctx,
                                      const clara_fbp_setup *setup,
                                      const void *state,
@@ -1471,9 +1433,11 @@ clara_status cuda_fbp_execute_device(const clara_context *ctx,
   if (!p)
     return CUDA_FAIL(CLARA_ERR_INVALID_ARG, "%s: the plan has no CUDA state",
                      who);
-  st = check_device_pointer(d_projections, p->device, who, "d_projections");
+  st = cuda_check_device_pointer(d_projections, p->device, who, "d_projections",
+                                 "clara_fbp_execute");
   if (st == CLARA_OK)
-    st = check_device_pointer(d_image, p->device, who, "d_image");
+    st = cuda_check_device_pointer(d_image, p->device, who, "d_image",
+                                   "clara_fbp_execute");
   if (st != CLARA_OK)
     return st;
   return execute(ctx, setup, state, NULL, NULL, d_projections, d_image, timing,

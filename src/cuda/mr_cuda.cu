@@ -19,11 +19,18 @@
  *     complex;
  *  5. download through pinned staging into the caller's image.
  *
+ * cuda_mr_execute_device does the same with the image written straight to
+ * device memory (step 5 left out: k_mr_combine writes the caller's array)
+ * and, when the k-space is in device memory too, step 1 left out
+ * (k_mr_load reads the caller's array). That is clara_mr_execute_device,
+ * and the path by which an MR plan feeds an attached denoiser on the
+ * device.
+ *
  * Not on the device (cuda_mr_create returns CLARA_ERR_UNSUPPORTED, naming
  * the option): CLARA_MR_COMBINE_ADAPTIVE, and the HOMODYNE and POCS
  * partial-Fourier methods when an axis is really asymmetric (without an
  * asymmetric axis they are the zero-filled reconstruction, which runs
- * here). There is no device-pointer execute for MR (no public API yet).
+ * here).
  *
  * An execute holds the plan's mutex from start to end (the buffers are the
  * plan's), switches to the plan's device and restores the caller's. */
@@ -197,7 +204,7 @@ struct cuda_mr {
   void *d_work;
   float2 *d_raw, *d_buf, *d_whiten, *d_sens;
   float *d_win, *d_out;
-  float *h_in, *h_out; /* pinned staging */
+  float *h_in, *h_out;          /* pinned staging */
   size_t in_floats, out_floats; /* per batch */
   cudaStream_t s;
 };
@@ -405,8 +412,9 @@ clara_status cuda_mr_create(const clara_context *ctx, const clara_mr_setup *s,
                       &p->have_fft[1], &ws[1]));
   work = ws[0] > ws[1] ? ws[0] : ws[1];
   if (work > sizeof(float2) * (size_t)g->coils * p->P.nvox * (size_t)p->spb &&
-      fixed + (per_slice - sizeof(float2) * (size_t)g->coils * p->P.nvox) *
-                      (size_t)p->spb +
+      fixed +
+              (per_slice - sizeof(float2) * (size_t)g->coils * p->P.nvox) *
+                  (size_t)p->spb +
               work >
           budget) {
     st = CUDA_FAIL(CLARA_ERR_OUT_OF_MEMORY,
@@ -424,12 +432,10 @@ clara_status cuda_mr_create(const clara_context *ctx, const clara_mr_setup *s,
 
   p->in_floats = 2 * (size_t)p->spb * (size_t)g->coils * p->P.nvox;
   p->out_floats = (p->P.cplx ? 2 : 1) * (size_t)p->spb * p->P.npix;
-  MR_ST(mr_alloc((void **)&p->d_raw, sizeof(float) * p->in_floats,
-                 "k-space"));
+  MR_ST(mr_alloc((void **)&p->d_raw, sizeof(float) * p->in_floats, "k-space"));
   MR_ST(mr_alloc((void **)&p->d_buf, sizeof(float) * p->in_floats,
                  "coil images"));
-  MR_ST(mr_alloc((void **)&p->d_out, sizeof(float) * p->out_floats,
-                 "image"));
+  MR_ST(mr_alloc((void **)&p->d_out, sizeof(float) * p->out_floats, "image"));
   MR_CK(cudaMallocHost((void **)&p->h_in, sizeof(float) * p->in_floats),
         "cudaMallocHost (k-space staging)");
   MR_CK(cudaMallocHost((void **)&p->h_out, sizeof(float) * p->out_floats),
@@ -446,8 +452,7 @@ clara_status cuda_mr_create(const clara_context *ctx, const clara_mr_setup *s,
   if (s->combine == CLARA_MR_COMBINE_SENSITIVITY) {
     size_t n = sizeof(float2) * (size_t)g->coils * p->P.npix;
     MR_ST(mr_alloc((void **)&p->d_sens, n, "coil maps"));
-    MR_CK(cudaMemcpyAsync(p->d_sens, s->sens, n, cudaMemcpyHostToDevice,
-                          p->s),
+    MR_CK(cudaMemcpyAsync(p->d_sens, s->sens, n, cudaMemcpyHostToDevice, p->s),
           "cudaMemcpyAsync (coil maps)");
   }
   if (s->window_x) {
@@ -493,8 +498,12 @@ fail:
       return st;                                                               \
   } while (0)
 
+/* kspace: host, or device memory when kspace_dev; the image goes to the
+ * host array 'image', or to the device array 'd_image' when that is not
+ * NULL. */
 static clara_status mr_run(const clara_context *ctx, const clara_mr_setup *s,
-                           cuda_mr *p, const float *kspace, float *image) {
+                           cuda_mr *p, const float *kspace, int kspace_dev,
+                           float *image, float *d_image) {
   const clara_mr_geometry *g = &s->g;
   const mr_params &P = p->P;
   size_t slice_in = 2 * (size_t)g->coils * P.nvox;
@@ -508,27 +517,37 @@ static clara_status mr_run(const clara_context *ctx, const clara_mr_setup *s,
     size_t nload = (size_t)ns * g->coils * P.nvox;
     size_t ncomb = (size_t)ns * P.npix;
     cufftHandle h = ns == p->spb ? p->fft[0] : p->fft[1];
+    const float2 *raw = p->d_raw;
+    float *out = d_image ? d_image + (size_t)s0 * slice_out : p->d_out;
 
-    memcpy(p->h_in, kspace + (size_t)s0 * slice_in, sizeof(float) * nin);
-    RUN_CK(cudaMemcpyAsync(p->d_raw, p->h_in, sizeof(float) * nin,
-                           cudaMemcpyHostToDevice, p->s),
-           "cudaMemcpyAsync (k-space)");
+    if (kspace_dev) {
+      raw = (const float2 *)(kspace + (size_t)s0 * slice_in);
+    } else {
+      memcpy(p->h_in, kspace + (size_t)s0 * slice_in, sizeof(float) * nin);
+      RUN_CK(cudaMemcpyAsync(p->d_raw, p->h_in, sizeof(float) * nin,
+                             cudaMemcpyHostToDevice, p->s),
+             "cudaMemcpyAsync (k-space)");
+    }
     k_mr_load<<<mr_blocks(nload), MR_TPB, 0, p->s>>>(
-        P, p->d_raw, p->d_buf, p->d_whiten, p->d_win, nload);
+        P, raw, p->d_buf, p->d_whiten, p->d_win, nload);
     RUN_CK(cudaGetLastError(), "k_mr_load launch");
     st = cufft_status(cufftExecC2C(h, (cufftComplex *)p->d_buf,
                                    (cufftComplex *)p->d_buf, CUFFT_INVERSE),
                       "clara_mr_execute: cufftExecC2C");
     if (st != CLARA_OK)
       return st;
-    k_mr_combine<<<mr_blocks(ncomb), MR_TPB, 0, p->s>>>(
-        P, p->d_buf, p->d_sens, p->d_out, ncomb);
+    k_mr_combine<<<mr_blocks(ncomb), MR_TPB, 0, p->s>>>(P, p->d_buf, p->d_sens,
+                                                        out, ncomb);
     RUN_CK(cudaGetLastError(), "k_mr_combine launch");
-    RUN_CK(cudaMemcpyAsync(p->h_out, p->d_out, sizeof(float) * nout,
-                           cudaMemcpyDeviceToHost, p->s),
-           "cudaMemcpyAsync (image)");
+    if (!d_image)
+      RUN_CK(cudaMemcpyAsync(p->h_out, p->d_out, sizeof(float) * nout,
+                             cudaMemcpyDeviceToHost, p->s),
+             "cudaMemcpyAsync (image)");
+    /* Also before the next batch refills the pinned k-space staging, and
+     * so that the progress callback reports finished work. */
     RUN_CK(cudaStreamSynchronize(p->s), "cudaStreamSynchronize");
-    memcpy(image + (size_t)s0 * slice_out, p->h_out, sizeof(float) * nout);
+    if (!d_image)
+      memcpy(image + (size_t)s0 * slice_out, p->h_out, sizeof(float) * nout);
     if (ctx->progress) {
       double f = (double)(b + 1) / (double)nb;
       if (ctx->progress("mr", f, ctx->progress_user))
@@ -543,10 +562,11 @@ static clara_status mr_run(const clara_context *ctx, const clara_mr_setup *s,
 
 #undef RUN_CK
 
-clara_status cuda_mr_execute(const clara_context *ctx,
-                             const clara_mr_setup *s, const void *state,
-                             const float *kspace, float *image) {
-  static const char who[] = "clara_mr_execute";
+/* Runs mr_run under the plan's mutex on the plan's device. */
+static clara_status mr_locked(const clara_context *ctx, const clara_mr_setup *s,
+                              const void *state, const float *kspace,
+                              int kspace_dev, float *image, float *d_image,
+                              const char *who) {
   cuda_mr *p = (cuda_mr *)state; /* the mutex and the buffers change */
   clara_status st;
   if (!p)
@@ -557,13 +577,36 @@ clara_status cuda_mr_execute(const clara_context *ctx,
   {
     device_guard guard;
     st = cuda_status(cudaSetDevice(p->device), who);
+    if (st == CLARA_OK && d_image) {
+      if (kspace_dev)
+        st = cuda_check_device_pointer(kspace, p->device, who, "d_kspace",
+                                       "clara_mr_execute");
+      if (st == CLARA_OK)
+        st = cuda_check_device_pointer(d_image, p->device, who, "d_image",
+                                       "clara_mr_execute");
+    }
     if (st == CLARA_OK) {
       (void)cudaGetLastError();
-      st = mr_run(ctx, s, p, kspace, image);
+      st = mr_run(ctx, s, p, kspace, kspace_dev, image, d_image);
       if (st != CLARA_OK)
         (void)cudaStreamSynchronize(p->s);
     }
   }
   pthread_mutex_unlock(&p->mu);
   return st;
+}
+
+clara_status cuda_mr_execute(const clara_context *ctx, const clara_mr_setup *s,
+                             const void *state, const float *kspace,
+                             float *image) {
+  return mr_locked(ctx, s, state, kspace, 0, image, NULL, "clara_mr_execute");
+}
+
+clara_status cuda_mr_execute_device(const clara_context *ctx,
+                                    const clara_mr_setup *s, const void *state,
+                                    const float *kspace, int kspace_on_device,
+                                    float *d_image) {
+  return mr_locked(ctx, s, state, kspace, kspace_on_device, NULL, d_image,
+                   kspace_on_device ? "clara_mr_execute_device"
+                                    : "clara_mr_execute");
 }

@@ -302,6 +302,7 @@ clara_cuda_plugin_entry(int abi, const clara_host_api *host, char *why,
   cuda_ops.fbp_destroy = cuda_fbp_destroy;
   cuda_ops.mr_create = cuda_mr_create;
   cuda_ops.mr_execute = cuda_mr_execute;
+  cuda_ops.mr_execute_device = cuda_mr_execute_device;
   cuda_ops.mr_destroy = cuda_mr_destroy;
   cuda_ops.nn_create = cuda_nn_create;
   cuda_ops.nn_execute = cuda_nn_execute;

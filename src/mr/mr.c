@@ -17,6 +17,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,10 @@ struct clara_mr_plan_s {
   void *state; /* the backend's */
   mr_execute_fn execute;
   mr_destroy_fn destroy;
+  /* The state is the context's device backend's (mr_execute_device works);
+   * else why the plan runs on the CPU, for the messages. */
+  int on_device;
+  char cpu_reason[192];
   /* storage behind the setup's const pointers */
   float *whiten, *sens, *window_x, *window_y, *window_z;
   clara_denoiser *denoiser; /* attached, with a reference held, or NULL */
@@ -410,13 +415,12 @@ CLARA_API clara_status clara_mr_plan_create(clara_context *ctx,
     clara_mem_term t[4] = {
         {"k-space", 8.0 * g->slices * g->coils * vox * g->nx},
         {"image", (opts->output_complex ? 8.0 : 4.0) * g->slices * vox * rnx},
-        {"coil images", 8.0 * g->coils * vox * g->nx + 8.0 * workers * vox *
-                                                          g->nx},
-        {"coil maps",
-         opts->combine == CLARA_MR_COMBINE_SENSITIVITY ||
-                 opts->combine == CLARA_MR_COMBINE_ADAPTIVE
-             ? 8.0 * g->coils * vox * rnx
-             : 0}};
+        {"coil images",
+         8.0 * g->coils * vox * g->nx + 8.0 * workers * vox * g->nx},
+        {"coil maps", opts->combine == CLARA_MR_COMBINE_SENSITIVITY ||
+                              opts->combine == CLARA_MR_COMBINE_ADAPTIVE
+                          ? 8.0 * g->coils * vox * rnx
+                          : 0}};
     if ((st = clara_memory_check(ctx, who, t, 4)) != CLARA_OK)
       return st;
   }
@@ -469,8 +473,12 @@ CLARA_API clara_status clara_mr_plan_create(clara_context *ctx,
     p->execute = ctx->ops->mr_execute;
     p->destroy = ctx->ops->mr_destroy;
     st = create(ctx, s, &p->state);
+    p->on_device = st == CLARA_OK && ctx->ops->mr_execute_device != NULL;
+    if (st == CLARA_ERR_UNSUPPORTED)
+      snprintf(p->cpu_reason, sizeof p->cpu_reason, "%s", clara_last_error());
   }
   if (st == CLARA_ERR_UNSUPPORTED) {
+    clara_clear_error();
     create = clara_cpu_ops.mr_create;
     p->execute = clara_cpu_ops.mr_execute;
     p->destroy = clara_cpu_ops.mr_destroy;
@@ -487,25 +495,96 @@ fail:
   return st;
 }
 
+static clara_status check_exec(const clara_mr_plan *plan, const float *kspace,
+                               const float *image, const char *fn,
+                               const char *kname, const char *iname) {
+  if (!plan)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: plan is NULL", fn);
+  if (!kspace)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: %s is NULL", fn, kname);
+  if (!image)
+    return clara_fail(CLARA_ERR_INVALID_ARG, "%s: %s is NULL", fn, iname);
+  return CLARA_OK;
+}
+
+/* Reconstructs into host memory and, with a denoiser attached, denoises.
+ * When the plan runs on a device and the denoiser can too, the image is
+ * denoised there and comes down once. */
+static clara_status execute(const clara_mr_plan *plan, const float *kspace,
+                            float *image) {
+  const clara_context *ctx = plan->ctx;
+  const clara_backend_ops *ops = ctx->ops;
+  const clara_mr_geometry *g = &plan->setup.g;
+  int nimg = g->slices * g->nz;
+  clara_status st;
+  if (plan->denoiser && plan->on_device && ops->device_alloc &&
+      clara_nn_has_device(plan->denoiser)) {
+    /* A denoiser is only attached to magnitude output. */
+    size_t ibytes =
+        (size_t)g->recon_nx * (size_t)g->ny * (size_t)nimg * sizeof(float);
+    void *d_image = NULL;
+    st = ops->device_alloc(ctx, ibytes, &d_image);
+    if (st == CLARA_OK)
+      st = ops->mr_execute_device(ctx, &plan->setup, plan->state, kspace, 0,
+                                  d_image);
+    if (st == CLARA_OK)
+      st = clara_nn_apply_device(plan->denoiser, d_image, g->recon_nx, g->ny,
+                                 nimg);
+    if (st == CLARA_OK)
+      st = ops->copy_to_host(ctx, image, d_image, ibytes);
+    if (d_image)
+      ops->device_free(ctx, d_image);
+    if (st != CLARA_ERR_OUT_OF_MEMORY)
+      return st;
+    /* No room on the device for the image next to the plan's buffers: go
+     * through the host, where the denoiser splits its own work. */
+    clara_clear_error();
+  }
+  st = plan->execute(ctx, &plan->setup, plan->state, kspace, image);
+  if (st == CLARA_OK && plan->denoiser)
+    st = clara_nn_apply_host(plan->denoiser, image, g->recon_nx, g->ny, nimg);
+  return st;
+}
+
 CLARA_API clara_status clara_mr_execute(const clara_mr_plan *plan,
                                         const float *kspace, float *image) {
-  if (!plan)
-    return clara_fail(CLARA_ERR_INVALID_ARG, "clara_mr_execute: plan is NULL");
-  if (!kspace)
-    return clara_fail(CLARA_ERR_INVALID_ARG,
-                      "clara_mr_execute: kspace is NULL");
-  if (!image)
-    return clara_fail(CLARA_ERR_INVALID_ARG, "clara_mr_execute: image is NULL");
-  {
-    const clara_mr_geometry *g = &plan->setup.g;
-    clara_status st =
-        plan->execute(plan->ctx, &plan->setup, plan->state, kspace, image);
-    /* The MR backends work host to host, so the denoiser does too. */
-    if (st == CLARA_OK && plan->denoiser)
-      st = clara_nn_apply_host(plan->denoiser, image, g->recon_nx, g->ny,
-                               g->slices * g->nz);
+  clara_status st =
+      check_exec(plan, kspace, image, "clara_mr_execute", "kspace", "image");
+  if (st != CLARA_OK)
     return st;
-  }
+  return execute(plan, kspace, image);
+}
+
+CLARA_API clara_status clara_mr_execute_device(const clara_mr_plan *plan,
+                                               const float *d_kspace,
+                                               float *d_image) {
+  static const char fn[] = "clara_mr_execute_device";
+  const clara_mr_geometry *g;
+  clara_status st =
+      check_exec(plan, d_kspace, d_image, fn, "d_kspace", "d_image");
+  if (st != CLARA_OK)
+    return st;
+  if (!plan->ctx->ops->mr_execute_device)
+    return clara_fail(CLARA_ERR_UNSUPPORTED,
+                      "%s: the plan runs on the %s backend, which has no "
+                      "device memory; device pointers need a context with "
+                      "backend cuda",
+                      fn, plan->ctx->ops->name);
+  if (!plan->on_device)
+    return clara_fail(CLARA_ERR_UNSUPPORTED,
+                      "%s: this plan runs on the CPU (%s); use "
+                      "clara_mr_execute",
+                      fn,
+                      plan->cpu_reason[0]
+                          ? plan->cpu_reason
+                          : "its options are not on the device");
+  st = plan->ctx->ops->mr_execute_device(plan->ctx, &plan->setup, plan->state,
+                                         d_kspace, 1, d_image);
+  g = &plan->setup.g;
+  if (st == CLARA_OK && plan->denoiser)
+    st = clara_nn_apply_device(plan->denoiser, d_image, g->recon_nx, g->ny,
+                               g->slices * g->nz);
+  return st;
 }
 
 CLARA_API clara_status clara_mr_plan_set_denoiser(clara_mr_plan *plan,

@@ -1715,6 +1715,23 @@ class MRPlan(_Handle):
 
     __call__ = execute
 
+    def execute_device(self, d_kspace: int, d_image: int) -> None:
+        """Reconstructs on the GPU (``clara_mr_execute_device``):
+        ``d_kspace`` and ``d_image`` are device addresses (e.g. CuPy's
+        ``a.data.ptr``) of C-contiguous arrays of the plan's k-space
+        (complex64) and image (float32, or complex64 with
+        ``output_complex=True``) shapes, on the device of the plan's CUDA
+        context. Nothing is checked on the Python side: the addresses must
+        be valid. An attached denoiser runs on the device too.
+
+        Raises:
+            ClaraError: ``ERR_UNSUPPORTED`` on a CPU context or for options
+                that run on the CPU (adaptive combination), ``ERR_DEVICE``.
+        """
+        h = self._live()
+        self._core.call("clara_mr_execute_device", h,
+                        ctypes.c_void_p(d_kspace), ctypes.c_void_p(d_image))
+
     def set_denoiser(self, denoiser: Optional["Denoiser"]) -> None:
         """Attaches a denoiser (``clara_mr_plan_set_denoiser``): from then
         on :meth:`execute` returns denoised magnitude images. ``None``

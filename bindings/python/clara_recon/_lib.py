@@ -422,6 +422,7 @@ _OPTIONAL_PROTOTYPES: Dict[str, tuple] = {
         [_h, ctypes.POINTER(MrGeometry), ctypes.POINTER(MrOptions), _ph],
     ),
     "clara_mr_execute": (_st, [_h, _pf, _pf]),
+    "clara_mr_execute_device": (_st, [_h, ctypes.c_void_p, ctypes.c_void_p]),
     "clara_mr_plan_destroy": (None, [_h]),
     "clara_mr_noise_covariance": (_st, [_pf, _i, _i, _pf]),
     "clara_mr_phantom_kspace": (

@@ -35,6 +35,16 @@ def test_execute_device_needs_a_device():
     assert "no device memory" in str(e.value)
 
 
+def test_mr_execute_device_needs_a_device():
+    geom = cr.MRGeometry(coils=2, nx=16, ny=16)
+    with cr.Context(backend="cpu") as ctx, cr.MRPlan(ctx, geom) as plan:
+        with pytest.raises(cr.ClaraError) as e:
+            plan.execute_device(0x1000, 0x2000)
+    assert e.value.name == "ERR_UNSUPPORTED"
+    assert e.value.function == "clara_mr_execute_device"
+    assert "no device memory" in e.value.message
+
+
 def test_phantom_kspace_reconstructs_the_phantom():
     geom = cr.MRGeometry(coils=4, nx=128, ny=64, recon_nx=64)
     k, maps = cr.mr_phantom_kspace(geom, fov_mm=200.0, coil_maps=True)
