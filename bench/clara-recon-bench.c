@@ -1431,6 +1431,11 @@ static void shell_quote(char *dst, size_t len, const char *s) {
   dst[k] = '\0';
 }
 
+/* The peer's precision on a GPU: --peer-precision, else ours. */
+static const char *dn_peer_precision(const dn_options *o) {
+  return o->peer_precision ? o->peer_precision : o->fp16 ? "fp16" : "fp32";
+}
+
 /* Runs the peer; fills 'line' with its JSON. Returns its exit status, or
  * -1 when it could not run. */
 static int dn_run_peer(const char *peer, const dn_options *o, int threads,
@@ -1449,10 +1454,7 @@ static int dn_run_peer(const char *peer, const dn_options *o, int threads,
            "--precision %s --json",
            qp, qm, o->size, o->batch, threads, o->repeat,
            o->warmup > 2 ? o->warmup : 2, qi, qo, cuda ? "cuda" : "cpu",
-           !cuda               ? "fp32"
-           : o->peer_precision ? o->peer_precision
-           : o->fp16           ? "fp16"
-                               : "fp32");
+           cuda ? dn_peer_precision(o) : "fp32");
   p = popen(cmd, "r");
   if (!p)
     return -1;
@@ -1633,11 +1635,7 @@ static int dn_bench(const dn_options *o, const char *argv0) {
       if (clara_context_backend(ctx) == CLARA_BACKEND_CUDA)
         printf("  torch:    median %.2f ms, same model and input on the GPU, "
                "%s (%s)\n",
-               peer_ms,
-               o->peer_precision ? o->peer_precision
-               : o->fp16         ? "fp16"
-                                 : "fp32",
-               peer);
+               peer_ms, dn_peer_precision(o), peer);
       else
         printf("  torch:    median %.2f ms, same model, input and threads "
                "(%s)\n",
@@ -1646,7 +1644,8 @@ static int dn_bench(const dn_options *o, const char *argv0) {
              "max |torch| %.2e, rel L2 %.2e\n",
              ratio, peer_diff, peer_l2);
     } else if (peer_status == 77) {
-      printf("  torch:    skipped (the peer's modules are missing)\n");
+      printf("  torch:    skipped (the peer lacks its modules or, on a GPU, a "
+             "device)\n");
     } else if (peer_status != -2 && peer_status != -1) {
       printf("  torch:    the peer failed (exit status %d)\n", peer_status);
     }
